@@ -1,0 +1,27 @@
+"""Installable soundcl package: continual learning of sound classes on SpeechBrain."""
+from setuptools import find_packages, setup
+
+setup(
+    name="soundcl",
+    version="0.1.0",
+    description="SpeechBrain recipes for continual (class-incremental) learning of sound classes",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    package_dir={"": "modules"},
+    packages=find_packages("modules"),
+    python_requires=">=3.9",
+    install_requires=[
+        "speechbrain>=1.1",
+        "torch",
+        "torchaudio",
+        "hyperpyyaml",
+        "torchlibrosa",
+        "torchmetrics",
+        "tqdm",
+        "soundfile",
+        "matplotlib",
+        "numpy",
+    ],
+    extras_require={"test": ["pytest", "pytest-timeout"]},
+)
