@@ -1,0 +1,198 @@
+"""The one audio pipeline of soundcl: decode, downmix, resample, normalise, crop.
+
+Every recipe builds its data sets through :func:`make_dataset`, so every method
+reads audio the same way:
+
+* decode with ``soundfile`` (any bit depth, any channel count), downmix to mono;
+* resample to ``sample_rate`` with one cached resampler per source rate;
+* peak-normalise, leaving silent clips silent (no division by zero);
+* training: a random crop of ``train_duration`` seconds (shorter clips are
+  zero-padded). The crop offset is a pure function of (crop seed, clip id), so a
+  resumed run, a run with data-loader workers and a DDP run draw the same crops;
+* evaluation: the full clip; ``PaddedBatch`` gives SpeechBrain relative lengths.
+
+Decoding and resampling are done once per clip when ``cache_folder`` is set:
+the mono waveform at the target rate is stored as ``.npy`` and memory-mapped on
+later reads, so an epoch costs a read instead of a decode plus a resample.
+"""
+import hashlib
+import logging
+import os
+import zlib
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+import speechbrain as sb
+
+logger = logging.getLogger(__name__)
+
+
+class AudioReadError(RuntimeError):
+    """A clip that cannot be decoded, with the file named."""
+
+
+class AudioPipeline:
+    """Loads clips as mono float waveforms at a fixed rate.
+
+    Arguments
+    ---------
+    sample_rate : int
+        Target sample rate in Hz.
+    train_duration : float
+        Length in seconds of the training crops.
+    normalize : bool
+        Peak-normalise each clip to a maximum absolute value of 1.
+    cache_folder : str, optional
+        Folder for decoded-and-resampled waveforms (``None``: no cache).
+    crop_seed : int
+        Seed mixed into each crop offset; :meth:`set_crop_seed` changes it per
+        epoch so crops differ between epochs but not between reruns.
+    """
+
+    def __init__(self, sample_rate=16000, train_duration=4.0, normalize=True, cache_folder=None, crop_seed=0):
+        self.sample_rate = int(sample_rate)
+        self.train_duration = float(train_duration)
+        self.normalize = normalize
+        self.cache_folder = cache_folder
+        self.crop_seed = int(crop_seed)
+        self._resamplers = {}
+        if cache_folder:
+            os.makedirs(cache_folder, exist_ok=True)
+
+    @property
+    def train_samples(self):
+        """Number of samples of a training crop."""
+        return max(1, int(round(self.train_duration * self.sample_rate)))
+
+    def set_crop_seed(self, seed):
+        """Select the crops of the next pass (called at each epoch start)."""
+        self.crop_seed = int(seed)
+
+    def _resampler(self, source_rate):
+        if source_rate not in self._resamplers:
+            self._resamplers[source_rate] = torchaudio.transforms.Resample(source_rate, self.sample_rate)
+        return self._resamplers[source_rate]
+
+    def decode(self, path):
+        """Read ``path``, downmix and resample it.
+
+        Returns
+        -------
+        torch.Tensor, shape [n_samples], float32 at ``sample_rate``.
+        """
+        try:
+            data, source_rate = sf.read(path, dtype="float32", always_2d=True)
+        except Exception as err:  # soundfile raises several types for bad files
+            raise AudioReadError(f"cannot read audio file {path}: {err}") from err
+        if data.shape[0] == 0:
+            raise AudioReadError(f"audio file {path} holds no samples")
+        wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+        if not torch.isfinite(wav).all():
+            raise AudioReadError(f"audio file {path} holds NaN or infinite samples")
+        if source_rate != self.sample_rate:
+            wav = self._resampler(source_rate)(wav.unsqueeze(0)).squeeze(0)
+        return wav
+
+    def _cache_path(self, path):
+        stat = os.stat(path)
+        key = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{self.sample_rate}"
+        digest = hashlib.sha1(key.encode()).hexdigest()
+        return os.path.join(self.cache_folder, digest[:2], digest + ".npy")
+
+    def load(self, path):
+        """Decoded (from the cache when possible), peak-normalised waveform.
+
+        Returns
+        -------
+        torch.Tensor, shape [n_samples], float32.
+        """
+        if self.cache_folder:
+            cache_path = self._cache_path(path)
+            try:
+                wav = torch.from_numpy(np.load(cache_path).astype(np.float32))
+            except (OSError, ValueError):
+                wav = self.decode(path)
+                os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+                # Write then rename: a process killed mid-write leaves no
+                # truncated file that a later run would trust.
+                tmp = f"{cache_path}.{os.getpid()}.tmp.npy"
+                np.save(tmp, wav.numpy())
+                os.replace(tmp, cache_path)
+        else:
+            wav = self.decode(path)
+        if self.normalize:
+            wav = peak_normalize(wav)
+        return wav
+
+    def crop_offset(self, clip_id, n_samples):
+        """Deterministic random offset of the training crop of ``clip_id``."""
+        room = n_samples - self.train_samples
+        if room <= 0:
+            return 0
+        draw = zlib.crc32(f"{self.crop_seed}:{clip_id}".encode())
+        return int(np.random.RandomState(draw).randint(0, room + 1))
+
+    def train_crop(self, wav, clip_id):
+        """Crop (or zero-pad) ``wav`` to exactly ``train_samples`` samples.
+
+        Arguments
+        ---------
+        wav : torch.Tensor, shape [n_samples]
+        clip_id : str
+            Identity of the clip; with the crop seed it fixes the offset.
+
+        Returns
+        -------
+        torch.Tensor, shape [train_samples]
+        """
+        target = self.train_samples
+        if wav.shape[0] < target:
+            return torch.nn.functional.pad(wav, (0, target - wav.shape[0]))
+        start = self.crop_offset(clip_id, wav.shape[0])
+        return wav[start : start + target]
+
+
+def peak_normalize(wav, eps=1e-8):
+    """Scale ``wav`` to a peak of 1; a silent clip stays all zeros (never NaN)."""
+    peak = wav.abs().max()
+    if peak <= eps:
+        return torch.zeros_like(wav)
+    return wav / peak
+
+
+def make_dataset(rows, audio, train, extra_keys=()):
+    """A ``DynamicItemDataset`` over manifest rows.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Manifest rows (``ID``, ``wav``, ``duration``, ``class_idx`` ...).
+    audio : AudioPipeline
+    train : bool
+        Training crops when True, full clips otherwise.
+    extra_keys : sequence of str
+        More output keys of dynamic items added by the caller.
+
+    Returns
+    -------
+    speechbrain.dataio.dataset.DynamicItemDataset with output keys
+    ``id``, ``sig`` ([n_samples]) and ``class_idx`` (int).
+    """
+    data = {row["ID"]: dict(row) for row in rows}
+    if len(data) != len(rows):
+        raise ValueError("manifest rows have duplicate IDs")
+    dataset = sb.dataio.dataset.DynamicItemDataset(data)
+
+    @sb.utils.data_pipeline.takes("wav", "id")
+    @sb.utils.data_pipeline.provides("sig")
+    def audio_pipeline(wav, clip_id):
+        signal = audio.load(wav)
+        return audio.train_crop(signal, clip_id) if train else signal
+
+    sb.dataio.dataset.add_dynamic_item([dataset], audio_pipeline)
+    # class_idx stays a plain int: PaddedBatch collates it as a list.
+    sb.dataio.dataset.set_output_keys([dataset], ["id", "sig", "class_idx", *extra_keys])
+    return dataset

@@ -1,0 +1,116 @@
+"""Brain subclasses: one per method, all driven by :class:`soundcl.continual.TaskLoop`."""
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import speechbrain as sb
+
+from soundcl.continual import ContinualBrain
+
+logger = logging.getLogger(__name__)
+
+# Logit given to classes not seen yet: finite so that fp16/bf16 stay finite.
+UNSEEN_LOGIT = -1e4
+
+
+def mixup(feats, alpha):
+    """Mix each example with a random partner of the batch.
+
+    Arguments
+    ---------
+    feats : torch.Tensor, shape [batch, ...]
+    alpha : float
+        Beta(alpha, alpha) parameter of the mixing weight.
+
+    Returns
+    -------
+    mixed feats (same shape), the partner permutation [batch], the weight lam.
+    """
+    lam = float(np.random.beta(alpha, alpha))
+    perm = torch.randperm(feats.shape[0], device=feats.device)
+    return lam * feats + (1.0 - lam) * feats[perm], perm, lam
+
+
+def mixup_cross_entropy(logits, targets, perm=None, lam=1.0):
+    """Cross-entropy with mixup targets.
+
+    logits [batch, n_classes], targets [batch] (long); ``perm``/``lam`` from
+    :func:`mixup` (``perm=None``: plain cross-entropy). Returns a scalar.
+    """
+    loss = F.cross_entropy(logits, targets)
+    if perm is not None:
+        loss = lam * loss + (1.0 - lam) * F.cross_entropy(logits, targets[perm])
+    return loss
+
+
+class ContinualFeatureBrain(ContinualBrain):
+    """Shared front end: waveform -> filterbanks -> normalisation -> (augmentation).
+
+    Modules expected: ``compute_features`` (e.g. ``Fbank``), ``mean_var_norm``
+    (``InputNormalization``), ``embedding_model``; hparams may give
+    ``augmentation`` (a callable on [batch, time, n_mels] features, applied in
+    training only).
+    """
+
+    def compute_feats(self, wavs, lens, stage, augment=True):
+        """wavs [batch, samples], lens [batch] -> feats [batch, frames, n_mels]."""
+        feats = self.modules.compute_features(wavs)
+        feats = self.modules.mean_var_norm(feats, lens, epoch=self.hparams.epoch_counter.current)
+        augmentation = getattr(self.hparams, "augmentation", None)
+        if augment and stage == sb.Stage.TRAIN and augmentation is not None:
+            feats = augmentation(feats)
+        return feats
+
+    def embed(self, wavs, lens, stage):
+        """wavs [batch, samples] -> embeddings [batch, emb_dim], no augmentation outside TRAIN."""
+        return self.modules.embedding_model(self.compute_feats(wavs, lens, stage), lens)
+
+
+class SupervisedBrain(ContinualFeatureBrain):
+    """Supervised class-incremental training: cross-entropy over the seen classes.
+
+    hparams: ``use_mixup``, ``mixup_alpha``, ``lr_annealing`` (called with the
+    validation accuracy error at each epoch end), ``train_logger``.
+    """
+
+    def compute_forward(self, batch, stage):
+        """Returns logits [batch, n_classes] with unseen classes masked, and mixup info."""
+        batch = batch.to(self.device)
+        wavs, lens = batch.sig
+        feats = self.compute_feats(wavs, lens, stage)
+        perm, lam = None, 1.0
+        if stage == sb.Stage.TRAIN and self.hparams.use_mixup:
+            feats, perm, lam = mixup(feats, self.hparams.mixup_alpha)
+        emb = self.modules.embedding_model(feats, lens)
+        logits = self.modules.classifier(emb)
+        logits = logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT)
+        return logits, perm, lam
+
+    def compute_objectives(self, predictions, batch, stage):
+        logits, perm, lam = predictions
+        targets = torch.as_tensor(batch.class_idx, dtype=torch.long, device=logits.device)
+        loss = mixup_cross_entropy(logits.float(), targets, perm, lam)
+        if stage != sb.Stage.TRAIN:
+            self.record_predictions(logits.detach(), targets)
+        return loss
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        stats["acc"] = self.stage_accuracy()
+        self.last_stage_stats = stats
+        if stage == sb.Stage.VALID:
+            old_lr, new_lr = self.hparams.lr_annealing(epoch)
+            sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"task": self.task_id, "epoch": epoch, "lr": old_lr},
+                train_stats=getattr(self, "train_stats", None),
+                valid_stats=stats,
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"acc": stats["acc"], "loss": stats["loss"]}, max_keys=["acc"], num_to_keep=1
+            )

@@ -1,0 +1,467 @@
+"""The task loop shared by every soundcl method, and the Brain base class it drives.
+
+For each task ``k`` the loop
+
+1. builds the task's training set (current task + replay memory) and validation
+   set (current task + replayed validation clips),
+2. gives the Brain a fresh epoch counter and LR scheduler, and a Checkpointer
+   writing to ``<save_folder>/task{k}/``,
+3. fits (SpeechBrain resumes an interrupted task from its last checkpoint),
+4. keeps the best checkpoint as the task's final one (``CKPT+final``),
+5. tests on the test sets of tasks ``0..k`` (row ``k`` of the accuracy matrix),
+6. asks the memory policy for the new replay memory,
+7. writes ``task{k}/task_state.json`` atomically: the task is then finished and
+   a rerun skips it.
+
+Randomness is derived from ``(seed, task, epoch)`` rather than carried along, so
+a rerun that skips finished tasks draws exactly what an uninterrupted run draws.
+"""
+import copy
+import json
+import logging
+import math
+import os
+import random
+import time
+import zlib
+
+import numpy as np
+import torch
+
+import speechbrain as sb
+from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from speechbrain.utils.distributed import if_main_process
+
+from soundcl import metrics
+from soundcl.checkpoints import SafeCheckpointer
+
+logger = logging.getLogger(__name__)
+
+TASK_STATE_FILE = "task_state.json"
+FINAL_CKPT_NAME = "final"
+
+
+def derive_seed(*parts):
+    """A 31-bit seed that is a pure function of ``parts`` (ints or strings)."""
+    return zlib.crc32(":".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+
+
+def seed_everything(seed):
+    """Seed python, numpy and torch (all devices) with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@register_checkpoint_hooks
+class RandomState:
+    """Checkpointable RNG states, so a mid-epoch resume continues the same draws."""
+
+    @mark_as_saver
+    def _save(self, path):
+        torch.save(
+            {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+            path,
+        )
+
+    @mark_as_loader
+    def _load(self, path, end_of_epoch=False):
+        state = torch.load(path, weights_only=False)
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ContinualBrain(sb.Brain):
+    """Brain that knows which task it is in and which classes it has seen.
+
+    Subclasses implement ``compute_forward`` / ``compute_objectives`` as usual
+    and may update ``self.n_correct`` / ``self.n_total`` / ``self.predictions``
+    in VALID and TEST stages; this class turns them into accuracies.
+
+    Expected hparams: ``seed``, ``n_classes``, ``audio`` (an
+    :class:`soundcl.audio.AudioPipeline`), ``epoch_counter``, optionally
+    ``train_logger``.
+    """
+
+    #: Validation statistic that selects the best checkpoint of a task, and
+    #: whether larger is better.
+    best_key = ("acc", "max")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.task_id = 0
+        self.seen_classes = []
+        self.last_stage_stats = {}
+
+    # ------------------------------------------------------------------ tasks
+    def begin_task(self, task_id, seen_classes):
+        """Called by the task loop before fitting task ``task_id``."""
+        self.task_id = int(task_id)
+        self.seen_classes = sorted(int(c) for c in seen_classes)
+
+    def seen_mask(self, device):
+        """Boolean mask [n_classes] of the classes seen up to the current task."""
+        mask = torch.zeros(self.hparams.n_classes, dtype=torch.bool, device=device)
+        mask[self.seen_classes] = True
+        return mask
+
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        # SpeechBrain would reload a checkpoint before every test set; the
+        # task loop has already loaded the task's final weights.
+        pass
+
+    # ------------------------------------------------------------- stages
+    def on_stage_start(self, stage, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            # step > 0 means a mid-epoch checkpoint was just recovered, with
+            # its RNG state: reseeding would change the rest of the epoch.
+            epoch_seed = derive_seed(self.hparams.seed, self.task_id, epoch)
+            if self.step == 0:
+                seed_everything(epoch_seed)
+            self.hparams.audio.set_crop_seed(epoch_seed)
+        self.n_correct = 0
+        self.n_total = 0
+        self.targets = []
+        self.predictions = []
+
+    def record_predictions(self, logits, targets):
+        """Accumulate accuracy statistics of a batch.
+
+        logits [batch, n_classes] (unseen classes already masked), targets [batch].
+        """
+        predicted = logits.argmax(dim=-1)
+        self.n_correct += int((predicted == targets).sum())
+        self.n_total += int(targets.numel())
+        self.targets.extend(targets.tolist())
+        self.predictions.extend(predicted.tolist())
+
+    def stage_accuracy(self):
+        return self.n_correct / max(1, self.n_total)
+
+    def evaluate_accuracy(self, dataset, loader_kwargs):
+        """Accuracy and confusion matrix of the current model on ``dataset``."""
+        # SpeechBrain edits the loader kwargs it is given: pass a copy.
+        self.evaluate(dataset, progressbar=not self.noprogressbar, test_loader_kwargs=dict(loader_kwargs))
+        confusion = metrics.confusion_matrix(self.targets, self.predictions, self.hparams.n_classes)
+        return self.stage_accuracy(), confusion
+
+
+class TaskLoop:
+    """Runs a Brain through the tasks of a class-incremental split.
+
+    Arguments
+    ---------
+    brain : ContinualBrain
+    task_rows : dict
+        ``{"train": [rows of task 0, rows of task 1, ...], "valid": ..., "test": ...}``
+        with manifest rows (dicts with ``ID`` and ``class_idx``).
+    make_dataset : callable
+        ``make_dataset(rows, train: bool)`` -> a Dataset for the brain.
+    save_folder : str
+        Holds ``task{k}/`` folders.
+    output_folder : str
+        Where results go.
+    recoverables : dict
+        Modules saved in every checkpoint (models, feature normaliser ...).
+    per_task_state : list of str
+        Names of hparams objects (epoch counter, LR scheduler) that start fresh
+        for every task and are checkpointed with it.
+    memory_policy : object, optional
+        ``select(memory_ids, task_rows, context) -> list of ids``; ``None`` keeps nothing.
+    train_loader_kwargs, eval_loader_kwargs : dict
+    seed : int
+    task_classes : list of list of int, optional
+        Classes of each task (default: those found in the training rows).
+    stop_after_task : int, optional
+        Stop (cleanly, resumable) once this task is finished.
+    """
+
+    def __init__(
+        self,
+        brain,
+        task_rows,
+        make_dataset,
+        save_folder,
+        output_folder,
+        recoverables,
+        per_task_state=("epoch_counter",),
+        memory_policy=None,
+        train_loader_kwargs=None,
+        eval_loader_kwargs=None,
+        seed=0,
+        task_classes=None,
+        stop_after_task=None,
+    ):
+        self.brain = brain
+        self.task_rows = task_rows
+        self.make_dataset = make_dataset
+        self.save_folder = save_folder
+        self.output_folder = output_folder
+        self.recoverables = dict(recoverables)
+        self.memory_policy = memory_policy
+        self.train_loader_kwargs = train_loader_kwargs or {}
+        self.eval_loader_kwargs = eval_loader_kwargs or {}
+        self.seed = seed
+        self.stop_after_task = stop_after_task
+        self.n_tasks = len(task_rows["train"])
+        self.task_classes = task_classes or [
+            sorted({int(r["class_idx"]) for r in rows}) for rows in task_rows["train"]
+        ]
+        # Pristine copies: every task starts from the state the YAML describes.
+        self.pristine = {name: copy.deepcopy(getattr(brain.hparams, name)) for name in per_task_state}
+        self.rows_by_id = {
+            row["ID"]: row for split in ("train", "valid") for rows in task_rows[split] for row in rows
+        }
+
+    # ---------------------------------------------------------------- helpers
+    def task_dir(self, k):
+        return os.path.join(self.save_folder, f"task{k}")
+
+    def load_task_state(self, k):
+        path = os.path.join(self.task_dir(k), TASK_STATE_FILE)
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def _write_task_state(self, k, state):
+        path = os.path.join(self.task_dir(k), TASK_STATE_FILE)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=1)
+        os.replace(tmp, path)
+
+    def _fresh_task_objects(self):
+        fresh = {name: copy.deepcopy(obj) for name, obj in self.pristine.items()}
+        for name, obj in fresh.items():
+            setattr(self.brain.hparams, name, obj)
+        return fresh
+
+    def make_checkpointer(self, k, extra=None):
+        recoverables = dict(self.recoverables)
+        recoverables.update(extra or {})
+        return SafeCheckpointer(self.task_dir(k), recoverables=recoverables)
+
+    def load_final_weights(self, k):
+        """Load the final model of finished task ``k`` (models and normaliser only)."""
+        checkpointer = SafeCheckpointer(self.task_dir(k), recoverables=self.recoverables)
+        ckpt = checkpointer.recover_if_possible(ckpt_predicate=lambda c: c.meta.get(FINAL_CKPT_NAME))
+        if ckpt is None:
+            raise FileNotFoundError(
+                f"task {k} is marked finished but {self.task_dir(k)} holds no final checkpoint"
+            )
+
+    def _keep_best_as_final(self, checkpointer):
+        """Recover the best checkpoint of the task and keep it alone as ``CKPT+final``."""
+        final = checkpointer.find_checkpoint(ckpt_predicate=lambda c: c.meta.get(FINAL_CKPT_NAME))
+        if final is not None:
+            checkpointer.load_checkpoint(final)
+            return final.meta
+        key, direction = self.brain.best_key
+        kwargs = {"max_key": key} if direction == "max" else {"min_key": key}
+        ckpt = checkpointer.recover_if_possible(
+            ckpt_predicate=lambda c: key in c.meta, **kwargs
+        ) or checkpointer.recover_if_possible()
+        meta = dict(ckpt.meta) if ckpt is not None else {}
+        meta[FINAL_CKPT_NAME] = True
+        # Written before the others are deleted: a kill in between leaves the
+        # final one plus leftovers, never nothing.
+        # (Both calls synchronise DDP processes themselves: call them on all.)
+        checkpointer.save_checkpoint(meta=meta, name=FINAL_CKPT_NAME, verbosity=logging.DEBUG)
+        checkpointer.delete_checkpoints(
+            num_to_keep=0, ckpt_predicate=lambda c: not c.meta.get(FINAL_CKPT_NAME), verbosity=logging.DEBUG
+        )
+        return meta
+
+    def _replay_valid(self, k, memory_ids, rng):
+        """Replayed validation clips: for each earlier task, the same fraction of
+        its validation clips as the memory holds of its training clips."""
+        memory = set(memory_ids)
+        kept = []
+        for j in range(k):
+            train_ids = [r["ID"] for r in self.task_rows["train"][j]]
+            valid_ids = [r["ID"] for r in self.task_rows["valid"][j]]
+            if not train_ids or not valid_ids:
+                continue
+            fraction = sum(i in memory for i in train_ids) / len(train_ids)
+            n_keep = int(math.ceil(fraction * len(valid_ids)))
+            if n_keep:
+                kept.extend(sorted(rng.choice(valid_ids, size=n_keep, replace=False).tolist()))
+        return kept
+
+    # ------------------------------------------------------------------- run
+    def run(self):
+        """Train and test task after task; return the results dict."""
+        n = self.n_tasks
+        matrix = np.full((n, n), np.nan)
+        memory_ids, per_task = [], []
+        policy_state = None
+        loaded_task = None  # index of the task whose final weights the models hold
+
+        for k in range(n):
+            seen = sorted(c for j in range(k + 1) for c in self.task_classes[j])
+            state = self.load_task_state(k)
+            if state is not None and state.get("finished"):
+                logger.info("task %d already finished: reusing %s", k, self.task_dir(k))
+                matrix[k] = [np.nan if v is None else v for v in state["accuracy_row"]]
+                memory_ids = state["memory"]
+                policy_state = state.get("policy_state")
+                per_task.append(state["stats"])
+                continue
+
+            if k > 0 and loaded_task != k - 1:
+                self.load_final_weights(k - 1)
+            if self.memory_policy is not None and policy_state is not None and hasattr(self.memory_policy, "load_state_dict"):
+                self.memory_policy.load_state_dict(policy_state)
+
+            stats = self._run_task(k, seen, memory_ids, matrix)
+            loaded_task = k
+
+            # Memory update, after testing: the memory serves the next task.
+            start = time.time()
+            context = MemoryContext(k, self.brain, self.rows_by_id, seen, self.make_dataset, self.eval_loader_kwargs,
+                                    np.random.RandomState(derive_seed(self.seed, k, "memory")))
+            if self.memory_policy is not None:
+                memory_ids = list(self.memory_policy.select(memory_ids, self.task_rows["train"][k], context))
+                if len(set(memory_ids)) != len(memory_ids):
+                    raise RuntimeError(f"memory policy {self.memory_policy!r} returned duplicate clips")
+            stats["memory_update_s"] = time.time() - start
+            stats["memory_size"] = len(memory_ids)
+            stats["memory_per_class"] = _count_per_class(memory_ids, self.rows_by_id)
+            policy_state = self.memory_policy.state_dict() if hasattr(self.memory_policy, "state_dict") else None
+
+            per_task.append(stats)
+            if if_main_process():
+                self._write_task_state(
+                    k,
+                    {
+                        "finished": True,
+                        "accuracy_row": [None if math.isnan(v) else float(v) for v in matrix[k]],
+                        "memory": memory_ids,
+                        "policy_state": policy_state,
+                        "stats": stats,
+                    },
+                )
+                self._write_results(matrix, per_task, partial=k < n - 1)
+            sb.utils.distributed.ddp_barrier()
+            if self.stop_after_task is not None and k >= self.stop_after_task and k < n - 1:
+                logger.info("stopping after task %d as asked (stop_after_task); rerun to continue", k)
+                return self._write_results(matrix, per_task, partial=True, announce=True)
+
+        return self._write_results(matrix, per_task, partial=False, announce=True)
+
+    def _run_task(self, k, seen, memory_ids, matrix):
+        brain = self.brain
+        logger.info("=== task %d/%d: classes %s (memory: %d clips) ===", k, self.n_tasks - 1, self.task_classes[k], len(memory_ids))
+        seed_everything(derive_seed(self.seed, k))
+        brain.begin_task(k, seen)
+        fresh = self._fresh_task_objects()
+        os.makedirs(self.task_dir(k), exist_ok=True)
+        checkpointable = {name: obj for name, obj in fresh.items() if _is_checkpointable(obj)}
+        brain.checkpointer = self.make_checkpointer(k, {**checkpointable, "rng": RandomState()})
+        # SpeechBrain registers the brain itself as a recoverable only at init.
+        brain.checkpointer.add_recoverable("brain", brain)
+
+        rng = np.random.RandomState(derive_seed(self.seed, k, "valid-replay"))
+        train_rows = list(self.task_rows["train"][k]) + [self.rows_by_id[i] for i in memory_ids]
+        valid_ids = self._replay_valid(k, memory_ids, rng)
+        valid_rows = list(self.task_rows["valid"][k]) + [self.rows_by_id[i] for i in valid_ids]
+
+        start = time.time()
+        brain.fit(
+            brain.hparams.epoch_counter,
+            self.make_dataset(train_rows, train=True),
+            self.make_dataset(valid_rows, train=False) if valid_rows else None,
+            train_loader_kwargs=dict(self.train_loader_kwargs),
+            valid_loader_kwargs=dict(self.eval_loader_kwargs),
+        )
+        train_time = time.time() - start
+        best_meta = self._keep_best_as_final(brain.checkpointer)
+
+        start = time.time()
+        confusions = []
+        for j in range(k + 1):
+            acc, confusion = brain.evaluate_accuracy(self.make_dataset(self.task_rows["test"][j], train=False), self.eval_loader_kwargs)
+            matrix[k, j] = acc
+            confusions.append(confusion.tolist())
+        test_time = time.time() - start
+        logger.info(
+            "task %d: test accuracy per task %s",
+            k,
+            " ".join(f"{100 * matrix[k, j]:.1f}" for j in range(k + 1)),
+        )
+        if if_main_process():
+            with open(os.path.join(self.task_dir(k), "test_stats.json"), "w", encoding="utf-8") as f:
+                json.dump({"accuracy": matrix[k, : k + 1].tolist(), "confusion": confusions}, f)
+        return {
+            "task": k,
+            "classes": list(self.task_classes[k]),
+            "n_train": len(train_rows),
+            "n_valid": len(valid_rows),
+            "train_time_s": train_time,
+            "test_time_s": test_time,
+            "best_valid": {key: v for key, v in best_meta.items() if isinstance(v, (int, float)) and key != FINAL_CKPT_NAME},
+        }
+
+    def _write_results(self, matrix, per_task, partial, announce=False):
+        if not if_main_process():
+            return None
+        extra = {
+            "finished_tasks": len(per_task),
+            "partial": partial,
+            "time_spent_s": float(sum(t.get("train_time_s", 0) + t.get("test_time_s", 0) + t.get("memory_update_s", 0) for t in per_task)),
+            "per_task": per_task,
+        }
+        done = len(per_task)  # statistics of the tasks finished so far
+        results = metrics.write_results(self.output_folder, matrix[:done, :done], extra=extra, plot=not partial)
+        if announce:
+            table = metrics.format_matrix_table(matrix[:done, :done], metrics.cl_summary(matrix[:done, :done]))
+            logger.info("results in %s\n%s", self.output_folder, table)
+        return results
+
+
+class MemoryContext:
+    """What a memory policy may use: the model, the clips, a seeded RNG.
+
+    Attributes
+    ----------
+    task_id : int
+    brain : ContinualBrain (its models hold the final weights of task ``task_id``)
+    rows_by_id : dict id -> manifest row
+    seen_classes : list of int
+    make_dataset : callable ``(rows, train) -> Dataset``
+    loader_kwargs : dict, for evaluation loaders
+    rng : numpy.random.RandomState
+    """
+
+    def __init__(self, task_id, brain, rows_by_id, seen_classes, make_dataset, loader_kwargs, rng):
+        self.task_id = task_id
+        self.brain = brain
+        self.rows_by_id = rows_by_id
+        self.seen_classes = seen_classes
+        self.make_dataset = make_dataset
+        self.loader_kwargs = loader_kwargs
+        self.rng = rng
+
+
+def _is_checkpointable(obj):
+    """Whether SpeechBrain's Checkpointer knows how to save ``obj``."""
+    from speechbrain.utils.checkpoints import DEFAULT_SAVE_HOOKS, get_default_hook
+
+    return get_default_hook(obj, DEFAULT_SAVE_HOOKS) is not None
+
+
+def _count_per_class(ids, rows_by_id):
+    counts = {}
+    for i in ids:
+        c = str(rows_by_id[i]["class_idx"])
+        counts[c] = counts.get(c, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: int(kv[0])))

@@ -1,0 +1,382 @@
+"""Helpers shared by the data set preparation modules.
+
+Every ``prepare`` function in :mod:`soundcl.data` produces the same kind of output: one
+CSV manifest per (split, task), e.g. ``train_task0.csv``, with the columns in
+:data:`MANIFEST_FIELDS`. This module holds the pieces they have in common:
+
+* reading and writing manifests (atomically, so a killed run never leaves a half file);
+* checking the class-incremental task definition (``task_classes``);
+* splitting rows into per-task manifests;
+* deciding whether manifests from an earlier run can be reused;
+* building readable errors for missing or unreadable audio files.
+
+Task indices are 0-based, matching the position in ``task_classes``.
+"""
+
+import csv
+import json
+import logging
+import operator
+import os
+import re
+import tempfile
+
+logger = logging.getLogger(__name__)
+
+#: Columns of every manifest, in order. ``ID`` is unique within a data set, ``duration``
+#: is in seconds, ``wav`` is an absolute path, ``class_idx`` is the 0-based class index
+#: (the position of ``label`` in the data set's class list) and ``fold`` is the
+#: data set's fold (or split) number the row came from.
+MANIFEST_FIELDS = ["ID", "duration", "wav", "class_idx", "label", "fold"]
+
+#: Name of the file that records how the manifests in a save folder were made.
+PREP_OPTS_FILE = "prepare_opts.json"
+
+#: Bump when the manifest content changes for the same inputs, so that old manifests
+#: are not reused by newer code.
+MANIFEST_FORMAT_VERSION = 1
+
+#: How many file names an error message lists before summarising the rest.
+MAX_LISTED_FILES = 10
+
+
+# ---------------------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------------------
+def atomic_write_text(path, write_fn):
+    """Write a file through ``write_fn(file_object)`` so that it appears all at once.
+
+    The content goes to a temporary file in the same folder (same file system, so the
+    final :func:`os.replace` is atomic); a crash leaves either the old file or the new
+    one, never a truncated one.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(
+        dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write_fn(f)
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def write_json_atomic(path, obj):
+    """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically."""
+
+    def _write(f):
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+    atomic_write_text(path, _write)
+
+
+# ---------------------------------------------------------------------------------------
+# Manifests
+# ---------------------------------------------------------------------------------------
+def write_manifest(path, rows):
+    """Write manifest rows to a CSV file atomically.
+
+    Arguments
+    ---------
+    path : str
+        Destination CSV file; its folder is created if needed.
+    rows : iterable of dict
+        Each row must have (at least) the keys in :data:`MANIFEST_FIELDS`; extra keys
+        are an error, so that a typo does not silently drop a column.
+    """
+
+    def _write(f):
+        writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+
+    atomic_write_text(path, _write)
+
+
+def read_manifest(path):
+    """Read a manifest written by :func:`write_manifest`.
+
+    Returns
+    -------
+    list of dict
+        One dict per row with ``duration`` as float, ``class_idx`` and ``fold`` as int
+        and the other fields as str.
+    """
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [name for name in MANIFEST_FIELDS if name not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} is not a manifest: missing columns {missing}")
+        rows = []
+        for row in reader:
+            row["duration"] = float(row["duration"])
+            row["class_idx"] = int(row["class_idx"])
+            row["fold"] = int(row["fold"])
+            rows.append(row)
+    return rows
+
+
+def task_manifest_path(save_folder, split, task):
+    """Path of the manifest of one split (``train``/``valid``/``test``) and task."""
+    return os.path.join(save_folder, f"{split}_task{task}.csv")
+
+
+def task_manifest_paths(save_folder, splits, n_tasks):
+    """Dict ``split -> [manifest path of task 0, task 1, ...]``."""
+    return {
+        split: [task_manifest_path(save_folder, split, k) for k in range(n_tasks)]
+        for split in splits
+    }
+
+
+def write_task_manifests(save_folder, rows_by_split, task_classes):
+    """Split rows by task and write one manifest per (split, task).
+
+    Arguments
+    ---------
+    save_folder : str
+        Folder for the manifests.
+    rows_by_split : dict
+        ``split name -> list of manifest rows`` (e.g. ``train``, ``valid``, ``test``).
+    task_classes : list of list of int
+        Classes of each task (already validated); task ``k`` gets the rows whose
+        ``class_idx`` is in ``task_classes[k]``. Rows of classes in no task are dropped.
+
+    Returns
+    -------
+    dict
+        ``split -> list of manifest paths``, one per task, in task order.
+    """
+    class_to_task = {}
+    for task, classes in enumerate(task_classes):
+        for class_idx in classes:
+            class_to_task[int(class_idx)] = task
+    n_tasks = len(task_classes)
+
+    paths = task_manifest_paths(save_folder, rows_by_split.keys(), n_tasks)
+    for split, rows in rows_by_split.items():
+        rows_by_task = [[] for _ in range(n_tasks)]
+        for row in rows:
+            task = class_to_task.get(int(row["class_idx"]))
+            if task is not None:
+                rows_by_task[task].append(row)
+        for task, task_rows in enumerate(rows_by_task):
+            write_manifest(paths[split][task], task_rows)
+        _remove_stale_task_manifests(save_folder, split, n_tasks)
+    return paths
+
+
+def _remove_stale_task_manifests(save_folder, split, n_tasks):
+    """Delete ``{split}_task{k}.csv`` for ``k >= n_tasks`` left by an earlier run.
+
+    Otherwise a rerun with fewer tasks would leave manifests that look current but
+    belong to another task definition.
+    """
+    pattern = re.compile(rf"^{re.escape(split)}_task(\d+)\.csv$")
+    for name in os.listdir(save_folder):
+        match = pattern.match(name)
+        if match and int(match.group(1)) >= n_tasks:
+            logger.info("Removing stale manifest %s", os.path.join(save_folder, name))
+            os.remove(os.path.join(save_folder, name))
+
+
+# ---------------------------------------------------------------------------------------
+# Task definition
+# ---------------------------------------------------------------------------------------
+def validate_task_classes(task_classes, n_classes):
+    """Check a class-incremental task definition and return it as lists of int.
+
+    Arguments
+    ---------
+    task_classes : sequence of sequence of int
+        ``task_classes[k]`` lists the classes introduced in task ``k``.
+    n_classes : int
+        Number of classes of the data set; valid classes are ``0 .. n_classes - 1``.
+        Tasks need not cover every class.
+
+    Returns
+    -------
+    list of list of int
+
+    Raises
+    ------
+    ValueError
+        If there are no tasks, a task is empty, a class is not an integer, is outside
+        ``0 .. n_classes - 1``, or appears twice (in two tasks or within one task).
+    """
+    if isinstance(task_classes, (str, bytes)) or not hasattr(task_classes, "__iter__"):
+        raise ValueError(f"task_classes must be a list of lists of ints, got {task_classes!r}")
+    task_classes = list(task_classes)
+    if not task_classes:
+        raise ValueError("task_classes is empty: at least one task is needed")
+
+    owner = {}  # class -> task that first listed it
+    result = []
+    for task, classes in enumerate(task_classes):
+        if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
+            raise ValueError(
+                f"task_classes[{task}] must be a list of class indices, got {classes!r}"
+            )
+        classes = list(classes)
+        if not classes:
+            raise ValueError(f"task {task} in task_classes is empty: every task needs a class")
+        checked = []
+        for class_idx in classes:
+            # operator.index accepts int-like values (numpy ints) but not floats or bools
+            # given as strings; bool is rejected explicitly as it is surely a mistake.
+            try:
+                if isinstance(class_idx, bool):
+                    raise TypeError
+                class_idx = operator.index(class_idx)
+            except TypeError:
+                raise ValueError(
+                    f"task {task} in task_classes has a non-integer class {class_idx!r}"
+                ) from None
+            if not 0 <= class_idx < n_classes:
+                raise ValueError(
+                    f"task {task} in task_classes has unknown class {class_idx}: "
+                    f"classes must be in 0..{n_classes - 1}"
+                )
+            if class_idx in owner:
+                other = owner[class_idx]
+                where = f"twice in task {task}" if other == task else (
+                    f"in both task {other} and task {task}"
+                )
+                raise ValueError(
+                    f"class {class_idx} appears {where} of task_classes: "
+                    "tasks must not overlap"
+                )
+            owner[class_idx] = task
+            checked.append(class_idx)
+        result.append(checked)
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# Reuse of earlier preparations
+# ---------------------------------------------------------------------------------------
+def _jsonable(obj):
+    """Normalise ``obj`` the way a JSON round trip would (tuples become lists, ...).
+
+    Comparing normalised values means ``(1, 2)`` given now matches ``[1, 2]`` stored.
+    """
+    return json.loads(json.dumps(obj, sort_keys=True))
+
+
+def _file_stamp(path):
+    """Size and modification time (ns) of a file, to notice that it changed."""
+    stat = os.stat(path)
+    return {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _prep_record(opts, metadata_file, manifests):
+    record = {"format_version": MANIFEST_FORMAT_VERSION, "opts": _jsonable(opts)}
+    record["metadata"] = _file_stamp(metadata_file) if metadata_file else None
+    if manifests is not None:
+        record["manifests"] = sorted(os.path.basename(p) for p in _flatten_paths(manifests))
+    return record
+
+
+def _flatten_paths(manifests):
+    """Accept a list of paths or a ``split -> [paths]`` dict; yield the paths."""
+    if isinstance(manifests, dict):
+        for paths in manifests.values():
+            yield from paths
+    else:
+        yield from manifests
+
+
+def mark_prep_done(save_folder, opts, metadata_file=None, manifests=None):
+    """Record that the manifests in ``save_folder`` were made from ``opts``.
+
+    Writes :data:`PREP_OPTS_FILE` holding ``opts`` (must be JSON-serialisable), the size
+    and modification time of ``metadata_file`` (when given) and the names of the
+    manifests written (when given; a list of paths or a ``split -> [paths]`` dict).
+    Call it only after every manifest has been written.
+    """
+    record = _prep_record(opts, metadata_file, manifests)
+    write_json_atomic(os.path.join(save_folder, PREP_OPTS_FILE), record)
+
+
+def clear_prep_done(save_folder):
+    """Forget an earlier preparation (call before rewriting manifests).
+
+    If the rewrite is then interrupted, the next run will not trust the mixture of old
+    and new manifests.
+    """
+    path = os.path.join(save_folder, PREP_OPTS_FILE)
+    if os.path.exists(path):
+        os.remove(path)
+
+
+def prep_is_current(save_folder, opts, metadata_file=None, manifests=None):
+    """Whether the manifests in ``save_folder`` can be reused for ``opts``.
+
+    True only when :data:`PREP_OPTS_FILE` exists and records exactly the same options,
+    the same size and modification time of ``metadata_file`` (when given), and every
+    manifest it lists (and every one in ``manifests``, when given) still exists.
+    """
+    record_path = os.path.join(save_folder, PREP_OPTS_FILE)
+    if not os.path.isfile(record_path):
+        return False
+    try:
+        with open(record_path, encoding="utf-8") as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        logger.warning("Ignoring unreadable %s", record_path)
+        return False
+    if metadata_file is not None and not os.path.isfile(metadata_file):
+        return False
+
+    current = _prep_record(opts, metadata_file, None)
+    for key in ("format_version", "opts", "metadata"):
+        if stored.get(key) != current[key]:
+            return False
+
+    expected = set(stored.get("manifests", []))
+    if manifests is not None:
+        wanted = {os.path.basename(p) for p in _flatten_paths(manifests)}
+        if not wanted <= expected:
+            return False
+        expected |= wanted
+    return all(os.path.isfile(os.path.join(save_folder, name)) for name in expected)
+
+
+# ---------------------------------------------------------------------------------------
+# Error messages
+# ---------------------------------------------------------------------------------------
+def format_file_list(paths, limit=MAX_LISTED_FILES):
+    """Indented list of the first ``limit`` paths, plus how many were left out."""
+    paths = list(paths)
+    lines = [f"  {p}" for p in paths[:limit]]
+    if len(paths) > limit:
+        lines.append(f"  ... and {len(paths) - limit} more")
+    return "\n".join(lines)
+
+
+def missing_files_error(missing, what):
+    """Build (not raise) a FileNotFoundError for missing files.
+
+    Arguments
+    ---------
+    missing : list of str
+        The missing paths.
+    what : str
+        What the files are, e.g. ``"UrbanSound8K audio files"``.
+
+    Returns
+    -------
+    FileNotFoundError
+        Message with the total count and the first :data:`MAX_LISTED_FILES` paths.
+    """
+    missing = list(missing)
+    return FileNotFoundError(
+        f"{len(missing)} {what} are missing (first {min(len(missing), MAX_LISTED_FILES)} "
+        f"listed):\n{format_file_list(missing)}"
+    )

@@ -1,0 +1,203 @@
+"""Continual-learning metrics over an accuracy matrix, and how they are reported.
+
+The accuracy matrix ``R`` has shape ``[n_tasks, n_tasks]``: ``R[k, j]`` is the
+accuracy on the test set of task ``j`` after training on task ``k``. Cells that
+were not evaluated (``j > k`` in class-incremental learning) hold NaN.
+"""
+import csv
+import json
+import logging
+import math
+import os
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def _seen_row(matrix, k):
+    """Accuracies of row ``k`` on tasks ``0..k`` (the tasks seen so far)."""
+    return np.asarray(matrix, dtype=float)[k, : k + 1]
+
+
+def average_accuracy_per_task(matrix):
+    """Average accuracy ``A_k = mean_{j<=k} R[k, j]`` after each task ``k``.
+
+    Arguments
+    ---------
+    matrix : array-like, shape [n_tasks, n_tasks]
+
+    Returns
+    -------
+    numpy.ndarray, shape [n_tasks]
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    return np.array([_seen_row(matrix, k).mean() for k in range(matrix.shape[0])])
+
+
+def backward_transfer(matrix):
+    """BWT = mean over j < T-1 of ``R[T-1, j] - R[j, j]`` (negative = forgetting).
+
+    Undefined (NaN) for a single task.
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    last = matrix.shape[0] - 1
+    if last < 1:
+        return float("nan")
+    return float(np.mean([matrix[last, j] - matrix[j, j] for j in range(last)]))
+
+
+def forgetting(matrix):
+    """Average forgetting: mean over j < T-1 of ``max_{l<T-1} R[l, j] - R[T-1, j]``.
+
+    The best accuracy a task ever had before the last task, minus its final
+    accuracy. Undefined (NaN) for a single task.
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    last = matrix.shape[0] - 1
+    if last < 1:
+        return float("nan")
+    drops = [np.nanmax(matrix[j:last, j]) - matrix[last, j] for j in range(last)]
+    return float(np.mean(drops))
+
+
+def cl_summary(matrix):
+    """All continual-learning statistics of an accuracy matrix, as plain floats.
+
+    Returns
+    -------
+    dict with ``acc_per_task`` (A_k for each k), ``A_last``, ``A_avg``,
+    ``BWT`` and ``forgetting``.
+    """
+    acc = average_accuracy_per_task(matrix)
+    return {
+        "acc_per_task": [float(a) for a in acc],
+        "A_last": float(acc[-1]),
+        "A_avg": float(acc.mean()),
+        "BWT": backward_transfer(matrix),
+        "forgetting": forgetting(matrix),
+    }
+
+
+def confusion_matrix(targets, predictions, n_classes):
+    """Confusion counts ``C[true, predicted]``, shape [n_classes, n_classes]."""
+    conf = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for t, p in zip(targets, predictions):
+        conf[int(t), int(p)] += 1
+    return conf
+
+
+def _nan_to_none(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def format_matrix_table(matrix, summary=None):
+    """Human-readable table of the accuracy matrix (percent) and the statistics."""
+    matrix = np.asarray(matrix, dtype=float)
+    n = matrix.shape[0]
+    header = "after \\ test " + "".join(f"{f'task{j}':>8}" for j in range(n)) + f"{'A_k':>8}"
+    lines = [header]
+    acc = average_accuracy_per_task(matrix)
+    for k in range(n):
+        cells = "".join(
+            f"{'-':>8}" if math.isnan(matrix[k, j]) else f"{100 * matrix[k, j]:8.1f}"
+            for j in range(n)
+        )
+        lines.append(f"{f'task{k}':<13}" + cells + f"{100 * acc[k]:8.1f}")
+    if summary is not None:
+        lines.append(
+            "A_last={:.1f}%  A_avg={:.1f}%  BWT={:+.1f}%  forgetting={:.1f}%".format(
+                100 * summary["A_last"],
+                100 * summary["A_avg"],
+                100 * summary["BWT"] if not math.isnan(summary["BWT"]) else float("nan"),
+                100 * summary["forgetting"] if not math.isnan(summary["forgetting"]) else float("nan"),
+            )
+        )
+    return "\n".join(lines)
+
+
+def _atomic_write_text(path, text):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_results(output_folder, matrix, extra=None, plot=True):
+    """Write ``results.json``, ``results.csv`` and ``accuracy_matrix.png``.
+
+    Arguments
+    ---------
+    output_folder : str
+        Where the files go.
+    matrix : array-like, shape [n_tasks, n_tasks]
+        The accuracy matrix, NaN for cells not evaluated.
+    extra : dict, optional
+        More JSON-serialisable entries (time spent, per-task details ...).
+    plot : bool
+        Whether to draw the PNG heatmap.
+
+    Returns
+    -------
+    dict : the content of ``results.json``.
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    summary = cl_summary(matrix)
+    results = {
+        "accuracy_matrix": [[_nan_to_none(float(v)) for v in row] for row in matrix],
+        **{k: _nan_to_none(v) for k, v in summary.items()},
+    }
+    if extra:
+        results.update(extra)
+    os.makedirs(output_folder, exist_ok=True)
+    _atomic_write_text(os.path.join(output_folder, "results.json"), json.dumps(results, indent=2))
+
+    csv_path = os.path.join(output_folder, "results.csv")
+    with open(csv_path + ".tmp", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        n = matrix.shape[0]
+        writer.writerow(["after_task"] + [f"test_task{j}" for j in range(n)] + ["A_k"])
+        for k in range(n):
+            writer.writerow(
+                [k]
+                + ["" if math.isnan(v) else f"{v:.6f}" for v in matrix[k]]
+                + [f"{summary['acc_per_task'][k]:.6f}"]
+            )
+        for key in ("A_last", "A_avg", "BWT", "forgetting"):
+            value = summary[key]
+            writer.writerow([key, "" if math.isnan(value) else f"{value:.6f}"])
+    os.replace(csv_path + ".tmp", csv_path)
+
+    if plot:
+        plot_matrix(matrix, os.path.join(output_folder, "accuracy_matrix.png"))
+    return results
+
+
+def plot_matrix(matrix, path, title="Accuracy matrix"):
+    """Save a heatmap of the accuracy matrix (percent in each evaluated cell)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(matrix, dtype=float)
+    n = matrix.shape[0]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * n, 0.8 + 0.8 * n))
+    image = ax.imshow(np.ma.masked_invalid(matrix), vmin=0.0, vmax=1.0, cmap="viridis")
+    for k in range(n):
+        for j in range(n):
+            if not math.isnan(matrix[k, j]):
+                color = "black" if matrix[k, j] > 0.6 else "white"
+                ax.text(j, k, f"{100 * matrix[k, j]:.0f}", ha="center", va="center", color=color)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xlabel("test set of task")
+    ax.set_ylabel("after training task")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=100)
+    plt.close(fig)
+    os.replace(path + ".tmp.png", path)

@@ -1,0 +1,171 @@
+"""Audio encoders: filterbank features in, one embedding per clip out.
+
+Every encoder takes ``feats`` of shape [batch, time, n_mels] and SpeechBrain
+relative lengths ``lens`` of shape [batch] and returns embeddings of shape
+[batch, emb_dim]. Padding frames are excluded from the temporal pooling, so a
+clip's embedding does not depend on what it was batched with.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _time_mask(lens, n_frames, device):
+    """Boolean mask [batch, n_frames] of the valid (non-padding) frames."""
+    if lens is None:
+        return torch.ones(1, n_frames, dtype=torch.bool, device=device)
+    valid = torch.clamp(torch.round(lens * n_frames), min=1)
+    return torch.arange(n_frames, device=device)[None, :] < valid[:, None]
+
+
+def masked_mean_max_pool(x, lens):
+    """Mean + max over time of the valid frames.
+
+    Arguments
+    ---------
+    x : torch.Tensor, shape [batch, channels, time]
+    lens : torch.Tensor, shape [batch], relative lengths (or None)
+
+    Returns
+    -------
+    torch.Tensor, shape [batch, channels]
+    """
+    mask = _time_mask(lens, x.shape[-1], x.device).unsqueeze(1)  # [B, 1, T]
+    mean = (x * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    maximum = x.masked_fill(~mask, torch.finfo(x.dtype).min).amax(-1)
+    return mean + maximum
+
+
+def make_norm(norm_type, dim):
+    """Normalisation of an embedding: ``bn``, ``in``, ``ln`` or ``none``."""
+    if norm_type == "bn":
+        return nn.BatchNorm1d(dim)
+    if norm_type == "ln":
+        return nn.LayerNorm(dim)
+    if norm_type == "in":
+        # Instance norm over a single vector: normalise each embedding itself.
+        return _VectorInstanceNorm()
+    if norm_type in (None, "none"):
+        return nn.Identity()
+    raise ValueError(f"unknown emb_norm_type {norm_type!r}: expected bn, in, ln or none")
+
+
+class _VectorInstanceNorm(nn.Module):
+    def forward(self, x):
+        return (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-5)
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 conv + batch-norm + ReLU layers, then 2x2 average pooling.
+
+    Input and output: [batch, channels, time, freq].
+    """
+
+    def __init__(self, in_channels, out_channels, pool=(2, 2)):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.pool = pool
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        if self.pool is not None and x.shape[-2] >= self.pool[0] and x.shape[-1] >= self.pool[1]:
+            x = F.avg_pool2d(x, self.pool)
+        return x
+
+
+class CNNEncoder(nn.Module):
+    """A stack of :class:`ConvBlock` s, frequency averaged, time pooled, projected.
+
+    With ``channels=(64, 128, 256, 512, 1024, 2048)`` this is PANN CNN14
+    (Kong et al. 2020) as used by the published continual-SSL recipes; with
+    ``channels=(16, 32)`` it is a tiny CPU model for tests and the demo.
+
+    Arguments
+    ---------
+    n_mels : int
+        Number of filterbank channels of the input.
+    channels : sequence of int
+        Output channels of each block.
+    emb_dim : int
+        Embedding size.
+    emb_norm_type : str
+        ``bn``, ``in``, ``ln`` or ``none`` on the embedding.
+    dropout : float
+        Dropout before the projection.
+    """
+
+    def __init__(self, n_mels=64, channels=(16, 32, 64), emb_dim=128, emb_norm_type="bn", dropout=0.2):
+        super().__init__()
+        self.input_bn = nn.BatchNorm2d(n_mels)
+        blocks, in_ch = [], 1
+        for i, out_ch in enumerate(channels):
+            last = i == len(channels) - 1
+            blocks.append(ConvBlock(in_ch, out_ch, pool=(1, 1) if last and len(channels) > 5 else (2, 2)))
+            in_ch = out_ch
+        self.blocks = nn.ModuleList(blocks)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_ch, emb_dim)
+        self.norm = make_norm(emb_norm_type, emb_dim)
+        self.emb_dim = emb_dim
+
+    def forward(self, feats, lens=None):
+        """feats [batch, time, n_mels], lens [batch] -> embeddings [batch, emb_dim]."""
+        x = feats.unsqueeze(1)  # [B, 1, T, F]
+        x = self.input_bn(x.transpose(1, 3)).transpose(1, 3)  # per-mel batch norm
+        for block in self.blocks:
+            x = self.dropout(block(x)) if block is not self.blocks[-1] else block(x)
+        x = x.mean(dim=3)  # [B, C, T']
+        x = masked_mean_max_pool(x, lens)
+        x = F.relu(self.fc(self.dropout(x)))
+        return self.norm(x)
+
+
+def Cnn14(n_mels=64, emb_dim=2048, emb_norm_type="bn", dropout=0.2):
+    """PANN CNN14 encoder (six double-conv blocks, 64 ... 2048 channels)."""
+    return CNNEncoder(n_mels, (64, 128, 256, 512, 1024, 2048), emb_dim, emb_norm_type, dropout)
+
+
+class EcapaEncoder(nn.Module):
+    """SpeechBrain's ECAPA-TDNN with the [batch, emb_dim] interface of soundcl.
+
+    Arguments
+    ---------
+    n_mels : int
+        Input feature size.
+    emb_dim : int
+        Embedding size (ECAPA's ``lin_neurons``).
+    emb_norm_type : str
+        Extra normalisation of the embedding (``none`` by default).
+    **ecapa_kwargs
+        Passed to ``speechbrain.lobes.models.ECAPA_TDNN.ECAPA_TDNN``.
+    """
+
+    def __init__(self, n_mels=80, emb_dim=192, emb_norm_type="none", **ecapa_kwargs):
+        super().__init__()
+        from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+
+        self.ecapa = ECAPA_TDNN(input_size=n_mels, lin_neurons=emb_dim, **ecapa_kwargs)
+        self.norm = make_norm(emb_norm_type, emb_dim)
+        self.emb_dim = emb_dim
+
+    def forward(self, feats, lens=None):
+        """feats [batch, time, n_mels], lens [batch] -> embeddings [batch, emb_dim]."""
+        return self.norm(self.ecapa(feats, lens).squeeze(1))
+
+
+class Classifier(nn.Module):
+    """Linear head over all ``n_classes`` of the data set.
+
+    forward: embeddings [batch, emb_dim] -> logits [batch, n_classes].
+    """
+
+    def __init__(self, emb_dim, n_classes):
+        super().__init__()
+        self.linear = nn.Linear(emb_dim, n_classes)
+
+    def forward(self, emb):
+        return self.linear(emb)

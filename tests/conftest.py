@@ -1,0 +1,62 @@
+"""Shared pytest fixtures for the soundcl tests."""
+
+import os
+
+import pytest
+
+#: Repository root: the parent of this tests/ folder.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir():
+    """Folder with the real metadata files of the public data sets (no audio).
+
+    It lives beside the repository, at ``<repo root>/../shared/data``; tests that need
+    it are skipped where it is absent.
+    """
+    path = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
+    if not os.path.isdir(path):
+        pytest.skip(f"shared data folder not found at {path} (real metadata files needed)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synth_data_folder(tmp_path_factory):
+    """The embedded synthetic data set, generated once per test session (small)."""
+    from soundcl.data import synthetic
+
+    folder = tmp_path_factory.mktemp("synth") / "UrbanSound8K"
+    return str(synthetic.generate(str(folder), clips_per_class_per_fold=4, seed=1234))
+
+
+#: Overrides that make a recipe tiny: 3 tasks of 2 classes, a 2-block CNN.
+TINY_OVERRIDES = [
+    "--task_classes=[[0,1],[2,3],[4,5]]",
+    "--encoder_channels=[8,16]",
+    "--emb_dim=32",
+    "--n_mels=32",
+    "--number_of_epochs=3",
+    "--lr=0.005",
+    "--lr_final=0.001",
+    "--batch_size=16",
+    "--noprogressbar",
+]
+
+
+def recipe_argv(hparams_rel, output_base, data_folder, *extra):
+    """argv for a recipe run on the synthetic data with the tiny overrides.
+
+    ``extra`` options replace tiny ones of the same name (YAML rejects a key
+    given twice).
+    """
+    options = {}
+    for option in [
+        f"--output_base={output_base}",
+        f"--data_folder={data_folder}",
+        f"--audio_cache={output_base}/audio_cache",
+        *TINY_OVERRIDES,
+        *extra,
+    ]:
+        options[option.split("=", 1)[0]] = option
+    return [os.path.join(REPO_ROOT, hparams_rel), *options.values()]

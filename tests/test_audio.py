@@ -1,0 +1,109 @@
+"""The audio pipeline on the kinds of files the real corpora hold."""
+import numpy as np
+import soundfile as sf
+import torch
+
+from speechbrain.lobes.features import Fbank
+from speechbrain.processing.features import InputNormalization
+
+from soundcl.audio import AudioPipeline, make_dataset, peak_normalize
+
+
+def _tone(rate, seconds, freq=440.0):
+    t = np.arange(int(rate * seconds)) / rate
+    return 0.5 * np.sin(2 * np.pi * freq * t)
+
+
+def test_stereo_24bit_96k_is_downmixed_and_resampled(tmp_path):
+    path = tmp_path / "stereo.wav"
+    left = _tone(96000, 1.5)
+    sf.write(path, np.stack([left, -0.5 * left], axis=1), 96000, subtype="PCM_24")
+    audio = AudioPipeline(sample_rate=16000, train_duration=1.0)
+    wav = audio.load(str(path))
+    assert wav.ndim == 1 and wav.dtype == torch.float32
+    assert abs(wav.shape[0] - 24000) <= 1
+    assert wav.abs().max().item() == 1.0  # peak-normalised
+    # The mean of the channels is a 440 Hz tone: its spectrum peaks there.
+    spectrum = np.abs(np.fft.rfft(wav.numpy()))
+    assert abs(np.argmax(spectrum) * 16000 / wav.shape[0] - 440) < 5
+
+
+def test_short_8bit_mono_is_padded_for_training(tmp_path):
+    path = tmp_path / "short.wav"
+    sf.write(path, _tone(22050, 0.05), 22050, subtype="PCM_U8")
+    audio = AudioPipeline(sample_rate=16000, train_duration=1.0)
+    wav = audio.load(str(path))
+    assert abs(wav.shape[0] - 800) <= 1
+    crop = audio.train_crop(wav, "short")
+    assert crop.shape == (16000,)
+    assert torch.all(crop[wav.shape[0]:] == 0)
+
+
+def test_crops_are_random_across_epochs_but_reproducible(tmp_path):
+    audio = AudioPipeline(sample_rate=16000, train_duration=0.5)
+    wav = torch.arange(32000, dtype=torch.float32)
+    offsets = []
+    for seed in range(6):
+        audio.set_crop_seed(seed)
+        offsets.append(int(audio.train_crop(wav, "clip")[0]))
+    assert len(set(offsets)) > 1
+    audio.set_crop_seed(3)
+    assert int(audio.train_crop(wav, "clip")[0]) == offsets[3]
+    assert all(0 <= o <= 32000 - 8000 for o in offsets)
+
+
+def test_silent_clip_gives_finite_features(tmp_path):
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(16000), 16000, subtype="PCM_16")
+    audio = AudioPipeline(sample_rate=16000)
+    wav = audio.load(str(path))
+    assert torch.all(wav == 0)
+    assert torch.all(peak_normalize(torch.zeros(10)) == 0)
+    feats = Fbank(n_mels=40)(wav.unsqueeze(0))
+    norm = InputNormalization()
+    norm.train()
+    out = norm(feats, torch.ones(1), epoch=1)
+    assert torch.isfinite(feats).all() and torch.isfinite(out).all()
+
+
+def test_cache_returns_the_same_waveform(tmp_path):
+    path = tmp_path / "clip.wav"
+    sf.write(path, _tone(44100, 0.3), 44100, subtype="PCM_16")
+    cached = AudioPipeline(sample_rate=16000, cache_folder=str(tmp_path / "cache"))
+    first = cached.load(str(path))
+    files = list((tmp_path / "cache").rglob("*.npy"))
+    assert len(files) == 1
+    again = cached.load(str(path))
+    plain = AudioPipeline(sample_rate=16000).load(str(path))
+    torch.testing.assert_close(first, again)
+    torch.testing.assert_close(first, plain)
+
+
+def test_unreadable_file_names_the_file(tmp_path):
+    path = tmp_path / "broken.wav"
+    path.write_bytes(b"this is not audio")
+    audio = AudioPipeline()
+    try:
+        audio.load(str(path))
+    except RuntimeError as err:
+        assert "broken.wav" in str(err)
+    else:
+        raise AssertionError("a non-audio file must raise")
+
+
+def test_dataset_gives_full_clips_for_evaluation_with_relative_lengths(tmp_path):
+    rows = []
+    for i, seconds in enumerate([0.5, 1.0]):
+        path = tmp_path / f"c{i}.wav"
+        sf.write(path, _tone(16000, seconds), 16000)
+        rows.append({"ID": f"c{i}", "wav": str(path), "duration": seconds, "class_idx": i})
+    from speechbrain.dataio.batch import PaddedBatch
+
+    dataset = make_dataset(rows, AudioPipeline(sample_rate=16000, train_duration=0.25), train=False)
+    batch = PaddedBatch([dataset[0], dataset[1]])
+    wavs, lens = batch.sig
+    assert wavs.shape == (2, 16000)
+    torch.testing.assert_close(lens, torch.tensor([0.5, 1.0]))
+    assert torch.as_tensor(batch.class_idx).tolist() == [0, 1]
+    train = make_dataset(rows, AudioPipeline(sample_rate=16000, train_duration=0.25), train=True)
+    assert train[1]["sig"].shape == (4000,)

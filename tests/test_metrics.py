@@ -1,0 +1,67 @@
+"""Continual-learning statistics against a hand-computed accuracy matrix."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from soundcl import metrics
+
+NAN = float("nan")
+# R[k, j]: accuracy on task j after training task k.
+MATRIX = np.array(
+    [
+        [0.90, NAN, NAN],
+        [0.60, 0.80, NAN],
+        [0.30, 0.70, 0.95],
+    ]
+)
+
+
+def test_average_accuracy_per_task():
+    # A_0 = 0.9, A_1 = (0.6 + 0.8) / 2, A_2 = (0.3 + 0.7 + 0.95) / 3
+    np.testing.assert_allclose(metrics.average_accuracy_per_task(MATRIX), [0.9, 0.7, 0.65])
+
+
+def test_summary_hand_computed():
+    summary = metrics.cl_summary(MATRIX)
+    assert summary["A_last"] == pytest.approx(0.65)
+    assert summary["A_avg"] == pytest.approx((0.9 + 0.7 + 0.65) / 3)
+    # BWT = ((0.3 - 0.9) + (0.7 - 0.8)) / 2
+    assert summary["BWT"] == pytest.approx(-0.35)
+    # forgetting: task 0 best before last 0.9 -> 0.3 (0.6); task 1 best 0.8 -> 0.7 (0.1)
+    assert summary["forgetting"] == pytest.approx(0.35)
+
+
+def test_forgetting_uses_best_earlier_accuracy_not_first():
+    matrix = np.array([[0.5, NAN, NAN], [0.9, 0.8, NAN], [0.4, 0.8, 0.7]])
+    # task 0 peaked at 0.9 (after task 1), not at R[0, 0]
+    assert metrics.forgetting(matrix) == pytest.approx(((0.9 - 0.4) + (0.8 - 0.8)) / 2)
+    assert metrics.backward_transfer(matrix) == pytest.approx(((0.4 - 0.5) + (0.8 - 0.8)) / 2)
+
+
+def test_single_task_has_undefined_transfer():
+    summary = metrics.cl_summary(np.array([[0.8]]))
+    assert summary["A_last"] == pytest.approx(0.8)
+    assert math.isnan(summary["BWT"]) and math.isnan(summary["forgetting"])
+
+
+def test_confusion_matrix():
+    conf = metrics.confusion_matrix([0, 0, 1, 2], [0, 1, 1, 0], n_classes=3)
+    assert conf.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
+
+
+def test_write_results_files(tmp_path):
+    results = metrics.write_results(str(tmp_path), MATRIX, extra={"time_spent_s": 1.5})
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk == results
+    assert on_disk["accuracy_matrix"][0] == [0.9, None, None]
+    assert on_disk["BWT"] == pytest.approx(-0.35)
+    assert on_disk["time_spent_s"] == 1.5
+    csv_text = (tmp_path / "results.csv").read_text()
+    assert csv_text.splitlines()[0] == "after_task,test_task0,test_task1,test_task2,A_k"
+    assert "A_last,0.650000" in csv_text
+    png = (tmp_path / "accuracy_matrix.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    table = metrics.format_matrix_table(MATRIX, metrics.cl_summary(MATRIX))
+    assert "BWT=-35.0%" in table and "A_last=65.0%" in table
