@@ -32,12 +32,29 @@ def load_recipe(argv):
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
+    if hparams.get("deterministic", False):
+        use_deterministic_algorithms()
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
     return hparams, run_opts, hparams_file, overrides
+
+
+def use_deterministic_algorithms():
+    """Make GPU runs bit-reproducible (and so resumable to identical results).
+
+    CPU runs are reproducible anyway; on CUDA, cuDNN autotuning and atomic
+    reductions in backward passes differ from run to run unless disabled.
+    """
+    import torch
+
+    # cuBLAS reads this when its first handle is created, i.e. before any GEMM.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def prepare_task_rows(hparams):
