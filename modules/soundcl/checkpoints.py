@@ -9,7 +9,7 @@ import logging
 import shutil
 
 from speechbrain.utils.checkpoints import Checkpointer
-from speechbrain.utils.distributed import if_main_process
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,10 @@ class SafeCheckpointer(Checkpointer):
         ckpt = super().save_checkpoint(meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=verbosity)
         if ckpt is not None:  # main process
             (ckpt.path / COMPLETE_MARKER).touch()
+        # Other processes must not list checkpoints before the marker exists:
+        # they would see another set than the main process and the collective
+        # calls of delete_checkpoints would no longer pair up (a hang).
+        ddp_barrier()
         return ckpt
 
     def _list_checkpoint_dirs(self):

@@ -17,6 +17,7 @@ Randomness is derived from ``(seed, task, epoch)`` rather than carried along, so
 a rerun that skips finished tasks draws exactly what an uninterrupted run draws.
 """
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -112,6 +113,29 @@ class ContinualBrain(sb.Brain):
         mask = torch.zeros(self.hparams.n_classes, dtype=torch.bool, device=device)
         mask[self.seen_classes] = True
         return mask
+
+    def _wrap_distributed(self):
+        """DDP-wrap trainable modules once, and keep plain BatchNorm on CPU.
+
+        SpeechBrain converts BatchNorm to SyncBatchNorm, which only runs on
+        GPUs (so gloo/CPU training would fail), and it would wrap the modules
+        again at every ``fit``, i.e. at every task.
+        """
+        if not self.distributed_launch:
+            return super()._wrap_distributed()
+        from torch.nn.parallel import DistributedDataParallel
+
+        on_gpu = str(self.device).startswith("cuda")
+        for name, module in self.modules.items():
+            if isinstance(module, DistributedDataParallel) or not any(p.requires_grad for p in module.parameters()):
+                continue
+            if on_gpu:
+                module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+            self.modules[name] = DistributedDataParallel(
+                module,
+                device_ids=[self.device] if on_gpu else None,
+                find_unused_parameters=self.find_unused_parameters,
+            )
 
     def on_evaluate_start(self, max_key=None, min_key=None):
         # SpeechBrain would reload a checkpoint before every test set; the
@@ -333,6 +357,9 @@ class TaskLoop:
                 memory_ids = list(self.memory_policy.select(memory_ids, self.task_rows["train"][k], context))
                 if len(set(memory_ids)) != len(memory_ids):
                     raise RuntimeError(f"memory policy {self.memory_policy!r} returned duplicate clips")
+                # The main process decides: every process trains on the same memory.
+                memory_ids = sb.utils.distributed.ddp_broadcast(memory_ids, src=0)
+                self._record_rank_memory(k, memory_ids)
             stats["memory_update_s"] = time.time() - start
             stats["memory_size"] = len(memory_ids)
             stats["memory_per_class"] = _count_per_class(memory_ids, self.rows_by_id)
@@ -357,6 +384,17 @@ class TaskLoop:
                 return self._write_results(matrix, per_task, partial=True, announce=True)
 
         return self._write_results(matrix, per_task, partial=False, announce=True)
+
+    def _record_rank_memory(self, k, memory_ids):
+        """In DDP runs, each process notes the memory it holds (a digest), so
+        that a run can be checked for every process training on the same data."""
+        if not self.brain.distributed_launch:
+            return
+        digest = hashlib.sha1("\n".join(memory_ids).encode()).hexdigest()
+        rank = torch.distributed.get_rank()
+        path = os.path.join(self.task_dir(k), f"memory_rank{rank}.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"rank": rank, "n_clips": len(memory_ids), "sha1": digest}, f)
 
     def _run_task(self, k, seen, memory_ids, matrix):
         brain = self.brain
