@@ -163,6 +163,58 @@ def peak_normalize(wav, eps=1e-8):
     return wav / peak
 
 
+def check_clips(rows, audio, on_bad_audio="error", report_path=None, extra_bad=()):
+    """Decode every clip once; report or drop those that cannot be used.
+
+    With a cache folder this pass is the cache fill, so training never decodes
+    again. A clip is bad when it cannot be decoded, holds no samples, or holds
+    NaN/inf samples; such a clip would otherwise crash a batch mid-epoch or
+    turn the loss into NaN.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Manifest rows (``ID``, ``wav``).
+    audio : AudioPipeline
+    on_bad_audio : str
+        ``error``: raise, listing the bad clips; ``skip``: return them to drop.
+    report_path : str, optional
+        CSV written with one line per bad clip (``ID,wav,reason``).
+    extra_bad : sequence of str
+        Files already found unreadable (e.g. by data preparation), added to the report.
+
+    Returns
+    -------
+    set of the IDs of bad clips.
+    """
+    from tqdm import tqdm
+
+    bad = []
+    unique = {row["ID"]: row for row in rows}
+    for clip_id, row in tqdm(unique.items(), desc="checking audio", disable=len(unique) < 200):
+        try:
+            audio.load(row["wav"])
+        except AudioReadError as err:
+            bad.append((clip_id, row["wav"], str(err)))
+    listed = [(os.path.basename(line.split(" (")[0]), line.split(" (")[0], "unreadable header: " + line) for line in extra_bad]
+    if report_path and (bad or listed):
+        os.makedirs(os.path.dirname(report_path) or ".", exist_ok=True)
+        with open(report_path, "w", encoding="utf-8") as f:
+            f.write("ID,wav,reason\n")
+            for clip_id, wav, reason in bad + listed:
+                f.write(f"{clip_id},{wav},\"{reason.replace(chr(34), chr(39))}\"\n")
+    if bad and on_bad_audio == "error":
+        shown = "\n".join(f"  {wav}: {reason}" for _, wav, reason in bad[:10])
+        more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise AudioReadError(
+            f"{len(bad)} clips cannot be used (report: {report_path}); rerun with "
+            f"--on_bad_audio=skip to leave them out:\n{shown}{more}"
+        )
+    if bad or listed:
+        logger.warning("skipping %d bad clips (listed in %s)", len(bad) + len(listed), report_path)
+    return {clip_id for clip_id, _, _ in bad}
+
+
 def make_dataset(rows, audio, train, extra_keys=()):
     """A ``DynamicItemDataset`` over manifest rows.
 

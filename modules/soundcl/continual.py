@@ -156,6 +156,18 @@ class ContinualBrain(sb.Brain):
         self.targets = []
         self.predictions = []
 
+    def fit_batch(self, batch):
+        self.batch_ids = list(batch.id)  # named if the loss is not finite
+        return super().fit_batch(batch)
+
+    def check_loss_isfinite(self, loss):
+        if not torch.isfinite(loss):
+            logger.warning(
+                "non-finite loss (%s) in task %d, batch of clips: %s",
+                float(loss), self.task_id, ", ".join(getattr(self, "batch_ids", [])),
+            )
+        super().check_loss_isfinite(loss)
+
     def record_predictions(self, logits, targets):
         """Accumulate accuracy statistics of a batch.
 

@@ -19,9 +19,10 @@ from hyperpyyaml import load_hyperpyyaml
 import speechbrain as sb
 from speechbrain.utils.distributed import run_on_main
 
-from soundcl.audio import make_dataset
+from soundcl import config
+from soundcl.audio import check_clips, make_dataset
 from soundcl.continual import TaskLoop
-from soundcl.data.common import read_manifest
+from soundcl.data.common import UNREADABLE_LIST_FILE, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 def load_recipe(argv):
     """Parse ``argv`` the SpeechBrain way; return (hparams, run_opts, hparams_file, overrides)."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    # Fail on a wrong value now, in one line, before anything is built.
+    config.validate(config.preview_hparams(hparams_file, overrides))
     sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
@@ -67,7 +70,30 @@ def prepare_task_rows(hparams):
     run_on_main(hparams["prepare_data"], kwargs={"save_folder": hparams["save_folder"]})
     # Every process re-runs it: with the manifests current, it only reads them.
     info = hparams["prepare_data"](save_folder=hparams["save_folder"])
-    return {split: [read_manifest(p) for p in paths] for split, paths in info["manifests"].items()}
+    task_rows = {split: [read_manifest(p) for p in paths] for split, paths in info["manifests"].items()}
+    if hparams.get("check_audio", True):
+        task_rows = drop_bad_clips(hparams, task_rows)
+    return task_rows
+
+
+def drop_bad_clips(hparams, task_rows):
+    """Decode every clip once (filling the audio cache); drop or reject bad ones."""
+    all_rows = [row for tasks in task_rows.values() for rows in tasks for row in rows]
+    on_bad_audio = hparams.get("on_bad_audio", "error")
+    unreadable_list = os.path.join(hparams["save_folder"], UNREADABLE_LIST_FILE)
+    extra = open(unreadable_list, encoding="utf-8").read().split("\n") if os.path.exists(unreadable_list) else []
+    kwargs = {
+        "rows": all_rows,
+        "audio": hparams["audio"],
+        "on_bad_audio": on_bad_audio,
+        "report_path": os.path.join(hparams["output_folder"], "bad_audio_report.csv"),
+        "extra_bad": [line for line in extra if line.strip()],
+    }
+    run_on_main(check_clips, kwargs=kwargs)  # decodes and caches once
+    bad = check_clips(**{**kwargs, "report_path": None, "extra_bad": ()})  # cache hits
+    if not bad:
+        return task_rows
+    return {split: [[r for r in rows if r["ID"] not in bad] for rows in tasks] for split, tasks in task_rows.items()}
 
 
 def build_task_loop(brain, hparams, task_rows):
@@ -93,7 +119,10 @@ def build_task_loop(brain, hparams, task_rows):
 def main(brain_class, argv=None):
     """Entry point of a training recipe; returns the results dict."""
     argv = sys.argv[1:] if argv is None else argv
-    hparams, run_opts, _, _ = load_recipe(argv)
+    try:
+        hparams, run_opts, _, _ = load_recipe(argv)
+    except config.ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
     task_rows = prepare_task_rows(hparams)
     brain = brain_class(
         modules=hparams["modules"],

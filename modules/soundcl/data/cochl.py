@@ -19,6 +19,7 @@ import logging
 import os
 
 from soundcl.data.common import (
+    handle_unreadable,
     clear_prep_done,
     digest_strings,
     format_file_list,
@@ -57,6 +58,7 @@ def prepare(
     n_tasks=None,
     task_seed=1234,
     skip_prep=False,
+    on_bad_audio="error",
 ):
     """Write per-task train/valid/test manifests for CochlScene.
 
@@ -167,14 +169,18 @@ def prepare(
     class_idx = {label: i for i, label in enumerate(classes)}
     rows_by_split = {}
     seen_ids = {}
+    all_unreadable = []
     for split, files in files_by_split.items():
         folder = os.path.join(data_folder, SPLIT_FOLDERS[split])
         paths = [os.path.join(folder, *relpath.split("/")) for relpath in files]
         durations, unreadable = probe_durations(paths, f"CochlScene {SPLIT_FOLDERS[split]} clips")
-        if unreadable:
+        if unreadable and on_bad_audio == "error":
             raise unreadable_files_error(unreadable, f"CochlScene {SPLIT_FOLDERS[split]} audio files")
+        all_unreadable.extend(unreadable)
         rows = []
         for relpath, wav in zip(files, paths):
+            if wav not in durations:
+                continue  # unreadable, skipped under on_bad_audio=skip
             label, name = relpath.split("/")
             clip_id = os.path.splitext(name)[0]
             if clip_id in seen_ids:
@@ -194,6 +200,7 @@ def prepare(
                 }
             )
         rows_by_split[split] = rows
+    handle_unreadable(all_unreadable, "CochlScene audio files", on_bad_audio, save_folder)
 
     write_task_manifests(save_folder, rows_by_split, task_classes)
     write_dataset_info(

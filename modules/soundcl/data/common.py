@@ -539,8 +539,33 @@ def unreadable_files_error(unreadable, what):
     """Build (not raise) a RuntimeError listing files soundfile cannot read."""
     return RuntimeError(
         f"{len(unreadable)} {what} cannot be read by soundfile (first "
-        f"{min(len(unreadable), MAX_LISTED_FILES)} listed):\n{format_file_list(unreadable)}"
+        f"{min(len(unreadable), MAX_LISTED_FILES)} listed; rerun with --on_bad_audio=skip to "
+        f"leave them out):\n{format_file_list(unreadable)}"
     )
+
+
+UNREADABLE_LIST_FILE = "unreadable_audio.txt"
+
+
+def handle_unreadable(unreadable, what, on_bad_audio, save_folder):
+    """Apply the ``on_bad_audio`` policy to files whose headers cannot be read.
+
+    ``error`` (default): raise, listing them. ``skip``: the caller drops them;
+    they are listed in ``<save_folder>/unreadable_audio.txt``, which the run's
+    bad-audio report picks up.
+    """
+    if on_bad_audio not in ("error", "skip"):
+        raise ValueError(f"on_bad_audio={on_bad_audio!r} is not valid: expected error or skip")
+    path = os.path.join(save_folder, UNREADABLE_LIST_FILE)
+    if not unreadable:
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    if on_bad_audio == "error":
+        raise unreadable_files_error(unreadable, what)
+    logger.warning("skipping %d %s that cannot be read (listed in %s)", len(unreadable), what, path)
+    os.makedirs(save_folder, exist_ok=True)
+    atomic_write_text(path, lambda f: f.write("\n".join(unreadable) + "\n"))
 
 
 def list_files(folder, extensions):

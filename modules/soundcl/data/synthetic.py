@@ -140,6 +140,7 @@ def prepare(
     clips_per_class_per_fold=6,
     seed=1234,
     skip_prep=False,
+    on_bad_audio="error",
 ):
     """Generate the synthetic set (if needed) and prepare it with :func:`us8k.prepare`.
 
@@ -157,6 +158,7 @@ def prepare(
         valid_folds=valid_folds,
         test_folds=test_folds,
         skip_prep=skip_prep,
+        on_bad_audio=on_bad_audio,
     )
 
 

@@ -29,6 +29,7 @@ import logging
 import os
 
 from soundcl.data.common import (
+    handle_unreadable,
     clear_prep_done,
     file_stamps,
     mark_prep_done,
@@ -74,6 +75,7 @@ def prepare(
     valid_fraction=0.1,
     valid_seed=1234,
     skip_prep=False,
+    on_bad_audio="error",
 ):
     """Write per-task train/valid/test manifests for TAU Urban Acoustic Scenes 2022 Mobile.
 
@@ -185,6 +187,7 @@ def prepare(
     used_classes = {c for task in task_classes for c in task}
     class_idx = {label: i for i, label in enumerate(classes)}
     rows_by_original = {}
+    all_unreadable = []
     for split, entries in entries_by_original.items():
         entries = [e for e in entries if class_idx[e["scene_label"]] in used_classes]
         paths = [os.path.join(data_folder, *e["filename"].split("/")) for e in entries]
@@ -194,8 +197,9 @@ def prepare(
                 missing, f"TAU 2022 Mobile audio files of the {split} split (expected {EXPECTED_LAYOUT})"
             )
         durations, unreadable = probe_durations(paths, f"TAU22 {split} clips")
-        if unreadable:
+        if unreadable and on_bad_audio == "error":
             raise unreadable_files_error(unreadable, "TAU 2022 Mobile audio files")
+        all_unreadable.extend(unreadable)
         rows_by_original[split] = [
             {
                 "ID": os.path.splitext(os.path.basename(wav))[0],
@@ -208,7 +212,9 @@ def prepare(
                 "identifier": e["identifier"],
             }
             for e, wav in zip(entries, paths)
+            if wav in durations  # unreadable ones are skipped under on_bad_audio=skip
         ]
+    handle_unreadable(all_unreadable, "TAU 2022 Mobile audio files", on_bad_audio, save_folder)
     train, valid = split_train_valid(
         rows_by_original["train"], valid_fraction, valid_seed, group_key="identifier"
     )

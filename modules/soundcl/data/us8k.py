@@ -22,6 +22,7 @@ import os
 import soundfile
 
 from soundcl.data.common import (
+    handle_unreadable,
     MAX_LISTED_FILES,
     clear_prep_done,
     format_file_list,
@@ -61,6 +62,7 @@ def prepare(
     valid_folds=DEFAULT_VALID_FOLDS,
     test_folds=DEFAULT_TEST_FOLDS,
     skip_prep=False,
+    on_bad_audio="error",
 ):
     """Write per-task train/valid/test manifests for UrbanSound8K.
 
@@ -163,11 +165,7 @@ def prepare(
                 "fold": entry["fold"],
             }
         )
-    if unreadable:
-        raise RuntimeError(
-            f"{len(unreadable)} UrbanSound8K audio files cannot be read by soundfile "
-            f"(first {min(len(unreadable), MAX_LISTED_FILES)} listed):\n{format_file_list(unreadable)}"
-        )
+    handle_unreadable(unreadable, "UrbanSound8K audio files", on_bad_audio, save_folder)
 
     for split, folds in folds_by_split.items():
         if not rows_by_split[split]:
