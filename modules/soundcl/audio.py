@@ -127,22 +127,29 @@ class AudioPipeline:
             wav = peak_normalize(wav)
         return wav
 
-    def crop_offset(self, clip_id, n_samples):
-        """Deterministic random offset of the training crop of ``clip_id``."""
+    def crop_offset(self, clip_id, n_samples, view=0):
+        """Deterministic random offset of crop ``view`` of ``clip_id``.
+
+        View 0 is the usual training crop; views 1, 2 ... are further crops
+        drawn independently (multi-view self-supervised training).
+        """
         room = n_samples - self.train_samples
         if room <= 0:
             return 0
-        draw = zlib.crc32(f"{self.crop_seed}:{clip_id}".encode())
+        key = f"{self.crop_seed}:{clip_id}" if view == 0 else f"{self.crop_seed}:{clip_id}:view{view}"
+        draw = zlib.crc32(key.encode())
         return int(np.random.RandomState(draw).randint(0, room + 1))
 
-    def train_crop(self, wav, clip_id):
+    def train_crop(self, wav, clip_id, view=0):
         """Crop (or zero-pad) ``wav`` to exactly ``train_samples`` samples.
 
         Arguments
         ---------
         wav : torch.Tensor, shape [n_samples]
         clip_id : str
-            Identity of the clip; with the crop seed it fixes the offset.
+            Identity of the clip; with the crop seed and ``view`` it fixes the offset.
+        view : int
+            Index of the crop (0 for single-view training).
 
         Returns
         -------
@@ -151,7 +158,7 @@ class AudioPipeline:
         target = self.train_samples
         if wav.shape[0] < target:
             return torch.nn.functional.pad(wav, (0, target - wav.shape[0]))
-        start = self.crop_offset(clip_id, wav.shape[0])
+        start = self.crop_offset(clip_id, wav.shape[0], view)
         return wav[start : start + target]
 
 
@@ -215,7 +222,12 @@ def check_clips(rows, audio, on_bad_audio="error", report_path=None, extra_bad=(
     return {clip_id for clip_id, _, _ in bad}
 
 
-def make_dataset(rows, audio, train, extra_keys=()):
+def view_keys(n_views):
+    """Output keys of the training crops: ``sig``, ``sig_view1``, ``sig_view2`` ..."""
+    return ["sig"] + [f"sig_view{v}" for v in range(1, n_views)]
+
+
+def make_dataset(rows, audio, train, extra_keys=(), n_views=1):
     """A ``DynamicItemDataset`` over manifest rows.
 
     Arguments
@@ -227,24 +239,48 @@ def make_dataset(rows, audio, train, extra_keys=()):
         Training crops when True, full clips otherwise.
     extra_keys : sequence of str
         More output keys of dynamic items added by the caller.
+    n_views : int
+        Training only: independent crops per clip (see :func:`view_keys`);
+        crop ``v`` is a pure function of (crop seed, clip id, ``v``).
 
     Returns
     -------
     speechbrain.dataio.dataset.DynamicItemDataset with output keys
-    ``id``, ``sig`` ([n_samples]) and ``class_idx`` (int).
+    ``id``, ``sig`` ([n_samples]) and ``class_idx`` (int), plus
+    ``sig_view1`` ... when ``train`` and ``n_views > 1``.
     """
+    if int(n_views) < 1:
+        raise ValueError(f"n_views must be at least 1, got {n_views}")
+    n_views = int(n_views) if train else 1
     data = {row["ID"]: dict(row) for row in rows}
     if len(data) != len(rows):
         raise ValueError("manifest rows have duplicate IDs")
     dataset = sb.dataio.dataset.DynamicItemDataset(data)
 
-    @sb.utils.data_pipeline.takes("wav", "id")
+    # The decoded clip is an intermediate item: SpeechBrain computes it once
+    # per fetch however many crops are taken from it.
+    @sb.utils.data_pipeline.takes("wav")
+    @sb.utils.data_pipeline.provides("full_signal")
+    def load_pipeline(wav):
+        return audio.load(wav)
+
+    @sb.utils.data_pipeline.takes("full_signal", "id")
     @sb.utils.data_pipeline.provides("sig")
-    def audio_pipeline(wav, clip_id):
-        signal = audio.load(wav)
+    def audio_pipeline(signal, clip_id):
         return audio.train_crop(signal, clip_id) if train else signal
 
+    sb.dataio.dataset.add_dynamic_item([dataset], load_pipeline)
     sb.dataio.dataset.add_dynamic_item([dataset], audio_pipeline)
+    extra_views = view_keys(n_views)[1:]
+    if extra_views:
+
+        @sb.utils.data_pipeline.takes("full_signal", "id")
+        @sb.utils.data_pipeline.provides(*extra_views)
+        def views_pipeline(signal, clip_id):
+            for view in range(1, n_views):
+                yield audio.train_crop(signal, clip_id, view)
+
+        sb.dataio.dataset.add_dynamic_item([dataset], views_pipeline)
     # class_idx stays a plain int: PaddedBatch collates it as a list.
-    sb.dataio.dataset.set_output_keys([dataset], ["id", "sig", "class_idx", *extra_keys])
+    sb.dataio.dataset.set_output_keys([dataset], ["id", "sig", *extra_views, "class_idx", *extra_keys])
     return dataset

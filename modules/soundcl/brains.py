@@ -3,11 +3,11 @@ import logging
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import speechbrain as sb
 
 from soundcl.continual import ContinualBrain
+from soundcl.losses import mixup_cross_entropy
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +31,6 @@ def mixup(feats, alpha):
     lam = float(np.random.beta(alpha, alpha))
     perm = torch.randperm(feats.shape[0], device=feats.device)
     return lam * feats + (1.0 - lam) * feats[perm], perm, lam
-
-
-def mixup_cross_entropy(logits, targets, perm=None, lam=1.0):
-    """Cross-entropy with mixup targets.
-
-    logits [batch, n_classes], targets [batch] (long); ``perm``/``lam`` from
-    :func:`mixup` (``perm=None``: plain cross-entropy). Returns a scalar.
-    """
-    loss = F.cross_entropy(logits, targets)
-    if perm is not None:
-        loss = lam * loss + (1.0 - lam) * F.cross_entropy(logits, targets[perm])
-    return loss
 
 
 class ContinualFeatureBrain(ContinualBrain):

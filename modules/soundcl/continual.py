@@ -96,6 +96,10 @@ class ContinualBrain(sb.Brain):
     #: whether larger is better.
     best_key = ("acc", "max")
 
+    #: Independent training crops per clip (2 for two-view SSL); the recipe
+    #: builds training sets with this many views (``sig``, ``sig_view1`` ...).
+    n_train_views = 1
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.task_id = 0
@@ -181,6 +185,14 @@ class ContinualBrain(sb.Brain):
 
     def stage_accuracy(self):
         return self.n_correct / max(1, self.n_total)
+
+    def before_testing(self, train_rows, make_dataset, loader_kwargs):
+        """Called by the task loop before it scores the test sets of tasks ``0..k``.
+
+        ``train_rows``: the training rows of tasks ``0..k`` (all of them, not only
+        the memory), for Brains whose scoring needs reference data (e.g. kNN).
+        The default does nothing.
+        """
 
     def evaluate_accuracy(self, dataset, loader_kwargs):
         """Accuracy and confusion matrix of the current model on ``dataset``."""
@@ -437,6 +449,9 @@ class TaskLoop:
         best_meta = self._keep_best_as_final(brain.checkpointer)
 
         start = time.time()
+        brain.before_testing(
+            [row for j in range(k + 1) for row in self.task_rows["train"][j]], self.make_dataset, self.eval_loader_kwargs
+        )
         confusions = []
         for j in range(k + 1):
             acc, confusion = brain.evaluate_accuracy(self.make_dataset(self.task_rows["test"][j], train=False), self.eval_loader_kwargs)

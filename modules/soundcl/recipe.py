@@ -99,10 +99,12 @@ def drop_bad_clips(hparams, task_rows):
 def build_task_loop(brain, hparams, task_rows):
     """The shared :class:`TaskLoop` configured from hparams."""
     audio = hparams["audio"]
+    # Training sets carry as many crops per clip as the Brain trains on.
+    n_views = getattr(brain, "n_train_views", 1)
     return TaskLoop(
         brain=brain,
         task_rows=task_rows,
-        make_dataset=lambda rows, train: make_dataset(rows, audio, train),
+        make_dataset=lambda rows, train: make_dataset(rows, audio, train, n_views=n_views if train else 1),
         save_folder=hparams["save_folder"],
         output_folder=hparams["output_folder"],
         recoverables=hparams["checkpoint_recoverables"],

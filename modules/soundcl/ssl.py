@@ -1,0 +1,314 @@
+"""Continual self-supervised training: SimCLR, SimSiam and SupCLR Brains.
+
+Every Brain here sees two views of each clip: two independent training crops
+(``sig`` and ``sig_view1`` from :func:`soundcl.audio.make_dataset` with
+``n_views=2``), each turned into filterbanks and augmented independently by the
+YAML's ``augmentation`` (:class:`soundcl.augment.TimeFreqAugment`). The two
+views go through the encoder and heads as one batch of ``2B`` examples.
+
+Checkpoints and model selection: there is no classifier accuracy to select an
+epoch with, so each epoch's checkpoint carries its epoch number and
+``best_key = ("epoch", "max")`` keeps the last epoch as the task's final
+checkpoint (as the published recipes do).
+
+Testing: row ``k`` of the accuracy matrix is a training-free cosine kNN
+accuracy of the frozen encoder: the bank is the encoder embeddings of the
+training clips of tasks ``0..k`` (full clips, no augmentation, with their
+labels), the queries are the test clips of task ``j``. Linear evaluation of the
+saved ``embedding_model`` is the other protocol (a separate recipe).
+
+Validation (when a validation set exists): the SSL loss between a clean and an
+augmented copy of each full validation clip, logged only.
+"""
+import logging
+from collections import defaultdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import speechbrain as sb
+
+from soundcl import metrics
+from soundcl.brains import UNSEEN_LOGIT, ContinualFeatureBrain
+from soundcl.losses import embedding_spread, mixup_cross_entropy, nt_xent, simsiam_loss
+
+logger = logging.getLogger(__name__)
+
+
+def two_view_mixup(feats, alpha):
+    """Mixup applied alike to both halves of a two-view batch.
+
+    Both views of clip ``i`` are mixed with the same partner and weight, so
+    they stay a positive pair.
+
+    Arguments
+    ---------
+    feats : torch.Tensor, shape [2 * batch, ...] (view 1 rows, then view 2 rows)
+    alpha : float
+
+    Returns
+    -------
+    mixed feats (same shape), partner permutation [batch], weight lam.
+    """
+    half = feats.shape[0] // 2
+    lam = float(np.random.beta(alpha, alpha))
+    perm = torch.randperm(half, device=feats.device)
+    both = torch.cat([perm, perm + half])
+    return lam * feats + (1.0 - lam) * feats[both], perm, lam
+
+
+def knn_classify(queries, bank, bank_labels, n_classes, k=20, temperature=0.07):
+    """Similarity-weighted cosine kNN (Wu et al. 2018).
+
+    Arguments
+    ---------
+    queries : torch.Tensor, shape [n_queries, dim]
+    bank : torch.Tensor, shape [n_bank, dim]
+    bank_labels : torch.Tensor, shape [n_bank] (long)
+    n_classes : int
+    k : int
+        Neighbours (at most ``n_bank`` are used).
+    temperature : float
+        Neighbour weight is ``exp(cosine / temperature)``.
+
+    Returns
+    -------
+    torch.Tensor, shape [n_queries]: predicted classes.
+    """
+    if bank.shape[0] == 0:
+        raise ValueError("kNN bank is empty")
+    sim = F.normalize(queries.float(), dim=1) @ F.normalize(bank.float(), dim=1).t()
+    top_sim, top_idx = sim.topk(min(k, bank.shape[0]), dim=1)
+    weights = (top_sim / temperature).exp()
+    scores = torch.zeros(queries.shape[0], n_classes, device=queries.device)
+    scores.scatter_add_(1, bank_labels[top_idx], weights)
+    return scores.argmax(dim=1)
+
+
+class SSLBrain(ContinualFeatureBrain):
+    """Shared machinery of the self-supervised Brains.
+
+    Subclasses implement :meth:`heads` (embeddings -> outputs) and
+    :meth:`ssl_objectives` (outputs -> loss and logged parts).
+
+    hparams: ``lr_scheduler`` (:class:`soundcl.schedulers.WarmupCosineLR`,
+    stepped per batch), ``use_mixup``, ``mixup_alpha``, ``augmentation``,
+    ``train_logger``, optionally ``constant_predictor_lr``, ``knn_k``,
+    ``knn_temperature``.
+    """
+
+    n_train_views = 2
+    best_key = ("epoch", "max")
+
+    # ------------------------------------------------------------ optimiser
+    def init_optimizers(self):
+        """One optimiser; the predictor in its own ``fixed_lr`` group when asked."""
+        if self.opt_class is None:
+            return super().init_optimizers()
+        fixed = []
+        if getattr(self.hparams, "constant_predictor_lr", False) and "predictor" in self.modules:
+            fixed = list(self.modules["predictor"].parameters())
+        fixed_ids = {id(p) for p in fixed}
+        groups = [{"params": [p for p in self.modules.parameters() if id(p) not in fixed_ids]}]
+        if fixed:
+            groups.append({"params": fixed, "fixed_lr": True})
+        self.optimizer = self.opt_class(groups)
+        self.optimizers_dict = {"opt_class": self.optimizer}
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable("optimizer", self.optimizer)
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        loader = super().make_dataloader(dataset, stage, ckpt_prefix=ckpt_prefix, **loader_kwargs)
+        if stage == sb.Stage.TRAIN:
+            # The schedule's length comes from the current task's data.
+            self.steps_per_epoch = len(loader)
+        return loader
+
+    def fit(self, epoch_counter, train_set, valid_set=None, *args, **kwargs):
+        self.has_valid_set = valid_set is not None
+        return super().fit(epoch_counter, train_set, valid_set, *args, **kwargs)
+
+    def on_fit_batch_start(self, batch, should_step):
+        if should_step:
+            self.current_lr = self.hparams.lr_scheduler(self.optimizer, self.steps_per_epoch)
+
+    # ------------------------------------------------------------- forward
+    def two_view_embeddings(self, batch, stage):
+        """Encoder embeddings of both views.
+
+        Returns
+        -------
+        emb [2 * batch, emb_dim] (view 1 rows, then view 2 rows), lens [2 * batch],
+        mixup permutation [batch] or None, mixup weight.
+        """
+        batch = batch.to(self.device)
+        wavs, lens = batch.sig
+        if stage == sb.Stage.TRAIN:
+            wavs2, lens2 = batch.sig_view1
+            both_lens = torch.cat([lens, lens2])
+            # One pass for both crops: one normaliser update, per-example augmentation.
+            feats = self.compute_feats(torch.cat([wavs, wavs2]), both_lens, stage)
+        else:
+            feats = self.compute_feats(wavs, lens, stage)
+            augmentation = getattr(self.hparams, "augmentation", None)
+            feats = torch.cat([feats, augmentation(feats) if augmentation is not None else feats])
+            both_lens = torch.cat([lens, lens])
+        perm, lam = None, 1.0
+        if stage == sb.Stage.TRAIN and self.hparams.use_mixup:
+            feats, perm, lam = two_view_mixup(feats, self.hparams.mixup_alpha)
+        return self.modules.embedding_model(feats, both_lens), both_lens, perm, lam
+
+    def compute_forward(self, batch, stage):
+        emb, _, perm, lam = self.two_view_embeddings(batch, stage)
+        outputs = self.heads(emb)
+        outputs.update(emb=emb, perm=perm, lam=lam)
+        return outputs
+
+    def compute_objectives(self, predictions, batch, stage):
+        loss, parts = self.ssl_objectives(predictions, batch, stage)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite {type(self).__name__} loss at task {self.task_id}: parts {parts}")
+        for name, value in parts.items():
+            self.stage_parts[name] += float(value)
+        self.stage_batches += 1
+        return loss
+
+    def heads(self, emb):
+        """emb [2B, emb_dim] -> dict of head outputs."""
+        raise NotImplementedError
+
+    def ssl_objectives(self, outputs, batch, stage):
+        """-> (loss, dict of floats logged per epoch: ``ssl``, ``sup``, ``spread`` ...)."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- stages
+    def on_stage_start(self, stage, epoch=None):
+        super().on_stage_start(stage, epoch)
+        self.stage_parts = defaultdict(float)
+        self.stage_batches = 0
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        stats = {"loss": stage_loss}
+        stats.update({name: total / max(1, self.stage_batches) for name, total in self.stage_parts.items()})
+        if stage == sb.Stage.VALID and self.n_total:
+            stats["acc"] = self.stage_accuracy()
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            if not getattr(self, "has_valid_set", True):
+                self._end_of_epoch(epoch, None)
+        elif stage == sb.Stage.VALID:
+            self.last_stage_stats = stats
+            self._end_of_epoch(epoch, stats)
+
+    def _end_of_epoch(self, epoch, valid_stats):
+        self.hparams.train_logger.log_stats(
+            stats_meta={"task": self.task_id, "epoch": epoch, "lr": getattr(self, "current_lr", float("nan"))},
+            train_stats=self.train_stats,
+            valid_stats=valid_stats,
+        )
+        meta = {"epoch": epoch, **{f"train_{k}": float(v) for k, v in self.train_stats.items()}}
+        meta.update({f"valid_{k}": float(v) for k, v in (valid_stats or {}).items()})
+        self.checkpointer.save_and_keep_only(meta=meta, max_keys=["epoch"], num_to_keep=1)
+
+    # ------------------------------------------------------------- testing
+    @torch.no_grad()
+    def extract_embeddings(self, dataset, loader_kwargs):
+        """Encoder embeddings of full clips, no augmentation.
+
+        Returns
+        -------
+        embeddings [n_clips, emb_dim], labels [n_clips] (long), on ``self.device``.
+        """
+        loader = self.make_dataloader(dataset, sb.Stage.TEST, ckpt_prefix=None, **dict(loader_kwargs))
+        self.modules.eval()
+        embeddings, labels = [], []
+        for batch in loader:
+            batch = batch.to(self.device)
+            wavs, lens = batch.sig
+            embeddings.append(self.embed(wavs, lens, sb.Stage.TEST).float())
+            labels.append(torch.as_tensor(batch.class_idx, dtype=torch.long, device=self.device))
+        if not embeddings:
+            raise ValueError("no clips to embed")
+        return torch.cat(embeddings), torch.cat(labels)
+
+    def before_testing(self, train_rows, make_dataset, loader_kwargs):
+        """Embed the training clips of the seen tasks: the kNN bank."""
+        self.knn_bank = self.extract_embeddings(make_dataset(train_rows, train=False), loader_kwargs)
+
+    def evaluate_accuracy(self, dataset, loader_kwargs):
+        """Cosine kNN accuracy (bank from :meth:`before_testing`) and confusion matrix."""
+        if getattr(self, "knn_bank", None) is None:
+            raise RuntimeError("evaluate_accuracy needs the kNN bank: call before_testing first")
+        queries, targets = self.extract_embeddings(dataset, loader_kwargs)
+        bank, bank_labels = self.knn_bank
+        predicted = knn_classify(
+            queries, bank, bank_labels, self.hparams.n_classes,
+            k=getattr(self.hparams, "knn_k", 20), temperature=getattr(self.hparams, "knn_temperature", 0.07),
+        )
+        self.n_correct = int((predicted == targets).sum())
+        self.n_total = int(targets.numel())
+        self.targets, self.predictions = targets.tolist(), predicted.tolist()
+        confusion = metrics.confusion_matrix(self.targets, self.predictions, self.hparams.n_classes)
+        return self.stage_accuracy(), confusion
+
+
+class SimCLR(SSLBrain):
+    """SimCLR: NT-Xent (temperature ``tau``) between the projections of the two views.
+
+    Modules: ``embedding_model``, ``projector``.
+    """
+
+    def heads(self, emb):
+        z1, z2 = self.modules.projector(emb).chunk(2)
+        return {"z1": z1, "z2": z2}
+
+    def ssl_objectives(self, outputs, batch, stage):
+        ssl = nt_xent(outputs["z1"], outputs["z2"], self.hparams.tau)
+        return ssl, {"ssl": ssl.detach(), "spread": embedding_spread(torch.cat([outputs["z1"], outputs["z2"]]))}
+
+
+class SimSiam(SSLBrain):
+    """SimSiam: negative cosine between each view's prediction and the other's
+    projection, with stop-gradient on the projection.
+
+    Modules: ``embedding_model``, ``projector``, ``predictor``; hparams
+    ``constant_predictor_lr``.
+    """
+
+    def heads(self, emb):
+        z = self.modules.projector(emb)
+        p = self.modules.predictor(z)
+        z1, z2 = z.chunk(2)
+        p1, p2 = p.chunk(2)
+        return {"z1": z1, "z2": z2, "p1": p1, "p2": p2}
+
+    def ssl_objectives(self, outputs, batch, stage):
+        ssl = simsiam_loss(outputs["p1"], outputs["p2"], outputs["z1"], outputs["z2"])
+        return ssl, {"ssl": ssl.detach(), "spread": embedding_spread(torch.cat([outputs["z1"], outputs["z2"]]))}
+
+
+class SupCLR(SimCLR):
+    """``sup_weight`` x cross-entropy (seen classes, mixup targets) + ``ssl_weight`` x NT-Xent.
+
+    ``--ssl_weight=1 --sup_weight=0`` is pure SimCLR. Modules: ``embedding_model``,
+    ``projector``, ``classifier``.
+    """
+
+    def heads(self, emb):
+        outputs = super().heads(emb)
+        logits = self.modules.classifier(emb)
+        outputs["logits"] = logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT)
+        return outputs
+
+    def ssl_objectives(self, outputs, batch, stage):
+        ssl, parts = super().ssl_objectives(outputs, batch, stage)
+        targets = torch.as_tensor(batch.class_idx, dtype=torch.long, device=outputs["logits"].device)
+        logits1, logits2 = outputs["logits"].float().chunk(2)
+        perm, lam = outputs["perm"], outputs["lam"]
+        sup = 0.5 * (mixup_cross_entropy(logits1, targets, perm, lam) + mixup_cross_entropy(logits2, targets, perm, lam))
+        if stage != sb.Stage.TRAIN:
+            self.record_predictions(logits1.detach(), targets)  # view 1 is the clean clip outside training
+        parts["sup"] = sup.detach()
+        loss = self.hparams.sup_weight * sup + self.hparams.ssl_weight * ssl
+        return loss, parts
