@@ -78,7 +78,7 @@ def write_json_atomic(path, obj):
 # ---------------------------------------------------------------------------------------
 # Manifests
 # ---------------------------------------------------------------------------------------
-def write_manifest(path, rows):
+def write_manifest(path, rows, extra_fields=()):
     """Write manifest rows to a CSV file atomically.
 
     Arguments
@@ -86,12 +86,17 @@ def write_manifest(path, rows):
     path : str
         Destination CSV file; its folder is created if needed.
     rows : iterable of dict
-        Each row must have (at least) the keys in :data:`MANIFEST_FIELDS`; extra keys
-        are an error, so that a typo does not silently drop a column.
+        Each row must have (at least) the keys in :data:`MANIFEST_FIELDS`; keys that are
+        in neither :data:`MANIFEST_FIELDS` nor ``extra_fields`` are an error, so that a
+        typo does not silently drop a column.
+    extra_fields : sequence of str
+        Data-set specific columns written after the standard ones (e.g. ``device``);
+        :func:`read_manifest` returns them as str.
     """
+    fieldnames = MANIFEST_FIELDS + [f for f in extra_fields if f not in MANIFEST_FIELDS]
 
     def _write(f):
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=fieldnames, lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow(row)
@@ -106,7 +111,7 @@ def read_manifest(path):
     -------
     list of dict
         One dict per row with ``duration`` as float, ``class_idx`` and ``fold`` as int
-        and the other fields as str.
+        and the other fields (extra columns included) as str.
     """
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
@@ -135,7 +140,7 @@ def task_manifest_paths(save_folder, splits, n_tasks):
     }
 
 
-def write_task_manifests(save_folder, rows_by_split, task_classes):
+def write_task_manifests(save_folder, rows_by_split, task_classes, extra_fields=()):
     """Split rows by task and write one manifest per (split, task).
 
     Arguments
@@ -147,6 +152,8 @@ def write_task_manifests(save_folder, rows_by_split, task_classes):
     task_classes : list of list of int
         Classes of each task (already validated); task ``k`` gets the rows whose
         ``class_idx`` is in ``task_classes[k]``. Rows of classes in no task are dropped.
+    extra_fields : sequence of str
+        Extra manifest columns, passed to :func:`write_manifest`.
 
     Returns
     -------
@@ -167,7 +174,7 @@ def write_task_manifests(save_folder, rows_by_split, task_classes):
             if task is not None:
                 rows_by_task[task].append(row)
         for task, task_rows in enumerate(rows_by_task):
-            write_manifest(paths[split][task], task_rows)
+            write_manifest(paths[split][task], task_rows, extra_fields=extra_fields)
         _remove_stale_task_manifests(save_folder, split, n_tasks)
     return paths
 
@@ -380,3 +387,221 @@ def missing_files_error(missing, what):
         f"{len(missing)} {what} are missing (first {min(len(missing), MAX_LISTED_FILES)} "
         f"listed):\n{format_file_list(missing)}"
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers of the split-based data sets (VGGSound, CochlScene, TAU 2022 Mobile)
+# ---------------------------------------------------------------------------------------
+#: File written next to the manifests with the class list and the task split actually
+#: used (classes may be dropped and tasks drawn at preparation time); read back when
+#: ``skip_prep=True``.
+DATASET_INFO_FILE = "dataset_info.json"
+
+
+def draw_task_classes(n_classes, n_tasks, seed):
+    """Shuffle classes ``0 .. n_classes - 1`` with ``seed`` and cut them into tasks.
+
+    Task sizes differ by at most one class; the first ``n_classes % n_tasks`` tasks get
+    the extra class. Each task's classes are sorted. The same arguments always give the
+    same split (``numpy.random.default_rng``).
+
+    Returns
+    -------
+    list of list of int
+    """
+    import numpy as np
+
+    for name, value in (("n_classes", n_classes), ("n_tasks", n_tasks)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if n_tasks > n_classes:
+        raise ValueError(
+            f"cannot split {n_classes} classes into {n_tasks} tasks: every task needs a class"
+        )
+    order = np.random.default_rng(int(seed)).permutation(int(n_classes)).tolist()
+    base, extra = divmod(int(n_classes), int(n_tasks))
+    tasks, start = [], 0
+    for task in range(int(n_tasks)):
+        size = base + (1 if task < extra else 0)
+        tasks.append(sorted(order[start:start + size]))
+        start += size
+    return tasks
+
+
+def resolve_task_classes(task_classes, n_tasks, task_seed, n_classes):
+    """The task split: ``task_classes`` when given (validated), else drawn.
+
+    Arguments
+    ---------
+    task_classes : list of list of int or None
+        Explicit split; ``None`` draws ``n_tasks`` groups with :func:`draw_task_classes`.
+    n_tasks : int or None
+        Number of tasks to draw; when both are given they must agree.
+    task_seed : int
+        Seed of the drawn split.
+    n_classes : int
+        Number of classes of the prepared data set.
+    """
+    if task_classes is None:
+        if n_tasks is None:
+            raise ValueError("give task_classes (explicit split) or n_tasks (drawn split)")
+        return draw_task_classes(n_classes, n_tasks, task_seed)
+    task_classes = validate_task_classes(task_classes, n_classes)
+    if n_tasks is not None and int(n_tasks) != len(task_classes):
+        raise ValueError(
+            f"n_tasks={n_tasks} but task_classes lists {len(task_classes)} tasks; give one "
+            "of them or make them agree"
+        )
+    return task_classes
+
+
+def split_train_valid(rows, valid_fraction, seed, group_key=None):
+    """Hold out a seeded, class-stratified validation part of training rows.
+
+    Within each class, groups (rows sharing ``row[group_key]``, e.g. a recording
+    location, so that near-duplicate clips never straddle the split; each row is its
+    own group when ``group_key`` is None) are shuffled with ``seed`` and taken for
+    validation until ``valid_fraction`` of the class's rows is reached (at least one
+    group when the class has two or more groups, so each class can be validated, and
+    never every group, so each class keeps training clips). A group spanning several
+    classes goes wherever its first class (in row order) sends it.
+
+    Returns
+    -------
+    (train_rows, valid_rows) : lists in the input order.
+    """
+    import numpy as np
+
+    if not 0.0 <= float(valid_fraction) < 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction!r}")
+    if float(valid_fraction) == 0.0:
+        return list(rows), []
+
+    def group_of(index, row):
+        return row[group_key] if group_key is not None else index
+
+    # Groups of each class in first-appearance order (deterministic input to the shuffle).
+    groups_by_class, size_of_group, class_of_group = {}, {}, {}
+    for index, row in enumerate(rows):
+        group = group_of(index, row)
+        size_of_group[group] = size_of_group.get(group, 0) + 1
+        if group not in class_of_group:
+            class_of_group[group] = row["class_idx"]
+            groups_by_class.setdefault(row["class_idx"], []).append(group)
+
+    valid_groups = set()
+    for class_idx in sorted(groups_by_class):
+        groups = groups_by_class[class_idx]
+        if len(groups) < 2:
+            continue
+        rng = np.random.default_rng([int(seed), int(class_idx)])
+        order = [groups[i] for i in rng.permutation(len(groups))]
+        target = valid_fraction * sum(size_of_group[g] for g in groups)
+        taken = 0
+        for group in order[:-1]:  # never the last group: the class keeps training data
+            if taken >= target and taken > 0:
+                break
+            valid_groups.add(group)
+            taken += size_of_group[group]
+    train, valid = [], []
+    for index, row in enumerate(rows):
+        (valid if group_of(index, row) in valid_groups else train).append(row)
+    return train, valid
+
+
+def probe_durations(paths, what):
+    """Durations in seconds of audio files (from their headers, via soundfile).
+
+    Returns
+    -------
+    (durations, unreadable) : dict ``path -> seconds`` for the readable files and a
+    list of ``"path (reason)"`` strings for the others.
+    """
+    import soundfile
+
+    durations, unreadable = {}, []
+    for path in paths:
+        try:
+            info = soundfile.info(path)
+        except RuntimeError as err:  # soundfile.LibsndfileError derives from it
+            unreadable.append(f"{path} ({err})")
+            continue
+        if info.samplerate <= 0 or info.frames <= 0:
+            unreadable.append(f"{path} (empty: {info.frames} frames)")
+            continue
+        durations[path] = round(info.frames / info.samplerate, 6)
+    if unreadable:
+        logger.warning("%d %s cannot be read", len(unreadable), what)
+    return durations, unreadable
+
+
+def unreadable_files_error(unreadable, what):
+    """Build (not raise) a RuntimeError listing files soundfile cannot read."""
+    return RuntimeError(
+        f"{len(unreadable)} {what} cannot be read by soundfile (first "
+        f"{min(len(unreadable), MAX_LISTED_FILES)} listed):\n{format_file_list(unreadable)}"
+    )
+
+
+def list_files(folder, extensions):
+    """Relative paths (``/``-separated, sorted) of the files under ``folder`` whose
+    names end with one of ``extensions`` (case-insensitive), hidden files excluded."""
+    extensions = tuple(e.lower() for e in extensions)
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel_root = os.path.relpath(root, folder)
+        for name in files:
+            if not name.startswith(".") and name.lower().endswith(extensions):
+                found.append(name if rel_root == "." else f"{rel_root}/{name}".replace(os.sep, "/"))
+    return sorted(found)
+
+
+def digest_strings(strings):
+    """SHA-1 of a sequence of strings: a short fingerprint of e.g. an audio listing,
+    stored in the preparation options so new or removed clips invalidate manifests."""
+    import hashlib
+
+    sha = hashlib.sha1()
+    for text in strings:
+        sha.update(text.encode("utf-8"))
+        sha.update(b"\n")
+    return sha.hexdigest()
+
+
+def file_stamps(paths):
+    """``[{path, size, mtime_ns}, ...]`` of existing files (to notice edits)."""
+    return [_file_stamp(p) for p in paths]
+
+
+def write_dataset_info(save_folder, classes, task_classes, **extra):
+    """Write :data:`DATASET_INFO_FILE`: the classes and task split of the manifests."""
+    write_json_atomic(
+        os.path.join(save_folder, DATASET_INFO_FILE),
+        {"classes": list(classes), "task_classes": task_classes, **extra},
+    )
+
+
+def result_without_prep(save_folder, splits, dataset_name):
+    """Return value of a ``prepare`` called with ``skip_prep=True``.
+
+    Reads the classes and the task split from :data:`DATASET_INFO_FILE` written by the
+    earlier preparation; nothing is checked or written.
+    """
+    info_path = os.path.join(save_folder, DATASET_INFO_FILE)
+    try:
+        with open(info_path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(
+            f"{dataset_name}: skip_prep=True but {info_path} cannot be read ({err}); "
+            "run the preparation once without skip_prep"
+        ) from None
+    n_tasks = len(info["task_classes"])
+    logger.info("%s: skip_prep=True, using manifests in %s as they are", dataset_name, save_folder)
+    return {
+        "classes": info["classes"],
+        "n_tasks": n_tasks,
+        "task_classes": info["task_classes"],
+        "manifests": task_manifest_paths(save_folder, splits, n_tasks),
+    }

@@ -1,0 +1,222 @@
+"""Preparation of CochlScene for class-incremental learning.
+
+CochlScene (Jeong & Park, 2022) has 76k 10-second, 44.1 kHz recordings of 13 acoustic
+scenes, crowd-sourced from 831 users and split by user into train, validation and test.
+It ships no metadata file: the folders are the metadata::
+
+    <data_folder>/Train/<Class>/<Class>_user<NNNN>_<id>_<NNN>.wav
+    <data_folder>/Val/<Class>/...
+    <data_folder>/Test/<Class>/...
+
+Class indices follow the class folder names in sorted order (:data:`CLASSES` for the
+real corpus); the three splits must hold the same class folders. The official splits
+are used as they are (``Val`` is the validation split). Tasks are ``task_classes`` when
+given, else ``n_tasks`` groups drawn with ``task_seed``. Manifest ``fold``: 1 for Train,
+2 for Val, 3 for Test.
+"""
+
+import logging
+import os
+
+from soundcl.data.common import (
+    clear_prep_done,
+    digest_strings,
+    format_file_list,
+    list_files,
+    mark_prep_done,
+    prep_is_current,
+    probe_durations,
+    resolve_task_classes,
+    result_without_prep,
+    task_manifest_paths,
+    unreadable_files_error,
+    write_dataset_info,
+    write_task_manifests,
+)
+
+logger = logging.getLogger(__name__)
+
+DATASET_NAME = "CochlScene"
+#: The 13 scene classes of the real corpus, in class-index order.
+CLASSES = [
+    "Bus", "Cafe", "Car", "CrowdedIndoor", "Elevator", "Kitchen", "Park",
+    "ResidentialArea", "Restaurant", "Restroom", "Street", "Subway", "SubwayStation",
+]
+#: Our split name -> CochlScene's folder.
+SPLIT_FOLDERS = {"train": "Train", "valid": "Val", "test": "Test"}
+FOLD_OF_SPLIT = {"train": 1, "valid": 2, "test": 3}
+SPLITS = tuple(SPLIT_FOLDERS)
+DEFAULT_N_TASKS = 4
+EXPECTED_LAYOUT = "<data_folder>/{Train,Val,Test}/<Class>/*.wav"
+
+
+def prepare(
+    data_folder,
+    save_folder,
+    task_classes=None,
+    n_tasks=None,
+    task_seed=1234,
+    skip_prep=False,
+):
+    """Write per-task train/valid/test manifests for CochlScene.
+
+    Arguments
+    ---------
+    data_folder : str
+        CochlScene root (holding ``Train``, ``Val`` and ``Test``).
+    save_folder : str
+        Where ``{train,valid,test}_task{k}.csv``, ``dataset_info.json`` and
+        ``prepare_opts.json`` go.
+    task_classes : list of list of int, optional
+        Explicit task split; ``None`` draws ``n_tasks`` groups with ``task_seed``.
+    n_tasks : int, optional
+        Number of drawn tasks (default :data:`DEFAULT_N_TASKS`); when ``task_classes``
+        is given too, it must agree with it.
+    task_seed : int
+        Seed of the drawn task split.
+    skip_prep : bool
+        If True, write and check nothing; return what the earlier preparation wrote.
+
+    Returns
+    -------
+    dict
+        ``classes``, ``n_tasks``, ``task_classes`` and ``manifests``
+        (``split -> [path of task 0, task 1, ...]``).
+
+    Raises
+    ------
+    FileNotFoundError
+        A split folder missing, or the splits' class folders differ.
+    RuntimeError
+        Audio files that soundfile cannot read.
+    """
+    data_folder = os.path.abspath(data_folder)
+    save_folder = os.path.abspath(save_folder)
+    if skip_prep:
+        return result_without_prep(save_folder, SPLITS, DATASET_NAME)
+
+    files_by_split = {}
+    classes_by_split = {}
+    for split, folder_name in SPLIT_FOLDERS.items():
+        folder = os.path.join(data_folder, folder_name)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(
+                f"CochlScene split folder not found: {folder}. Expected {EXPECTED_LAYOUT}"
+                + _nesting_hint(data_folder)
+            )
+        classes_by_split[split] = sorted(
+            name for name in os.listdir(folder)
+            if not name.startswith(".") and os.path.isdir(os.path.join(folder, name))
+        )
+        # Only <Split>/<Class>/<file>.wav counts; deeper files would be a layout error.
+        files_by_split[split] = [
+            path for path in list_files(folder, (".wav",)) if path.count("/") == 1
+        ]
+    classes = classes_by_split["train"]
+    if not classes:
+        raise FileNotFoundError(
+            f"CochlScene: no class folder in {os.path.join(data_folder, 'Train')}. "
+            f"Expected {EXPECTED_LAYOUT}"
+        )
+    for split in ("valid", "test"):
+        if classes_by_split[split] != classes:
+            only_train = sorted(set(classes) - set(classes_by_split[split]))
+            extra = sorted(set(classes_by_split[split]) - set(classes))
+            raise FileNotFoundError(
+                f"CochlScene: {SPLIT_FOLDERS[split]} and Train hold different class folders "
+                f"(missing in {SPLIT_FOLDERS[split]}: {only_train}; only in "
+                f"{SPLIT_FOLDERS[split]}: {extra}). Expected {EXPECTED_LAYOUT}"
+            )
+    if classes != CLASSES:
+        logger.warning("CochlScene: class folders %s differ from the real corpus's %s", classes, CLASSES)
+    for split, files in files_by_split.items():
+        counts = {label: 0 for label in classes}
+        for path in files:
+            counts[path.split("/", 1)[0]] += 1
+        empty = [label for label, count in counts.items() if count == 0]
+        if empty:
+            logger.warning("CochlScene: no wav file in %s for classes %s", SPLIT_FOLDERS[split], empty)
+
+    if task_classes is None and n_tasks is None:
+        n_tasks = DEFAULT_N_TASKS
+    task_classes = resolve_task_classes(task_classes, n_tasks, task_seed, len(classes))
+    manifests = task_manifest_paths(save_folder, SPLITS, len(task_classes))
+    result = {
+        "classes": classes,
+        "n_tasks": len(task_classes),
+        "task_classes": task_classes,
+        "manifests": manifests,
+    }
+    opts = {
+        "dataset": DATASET_NAME,
+        "data_folder": data_folder,
+        "task_classes": task_classes,
+        # The listing is the metadata: any added or removed file invalidates manifests.
+        "files": {
+            split: digest_strings(files) for split, files in files_by_split.items()
+        },
+    }
+    if prep_is_current(save_folder, opts, manifests=manifests):
+        logger.info("CochlScene: reusing prepared manifests in %s", save_folder)
+        return result
+
+    logger.info("CochlScene: preparing manifests in %s", save_folder)
+    os.makedirs(save_folder, exist_ok=True)
+    clear_prep_done(save_folder)
+
+    class_idx = {label: i for i, label in enumerate(classes)}
+    rows_by_split = {}
+    seen_ids = {}
+    for split, files in files_by_split.items():
+        folder = os.path.join(data_folder, SPLIT_FOLDERS[split])
+        paths = [os.path.join(folder, *relpath.split("/")) for relpath in files]
+        durations, unreadable = probe_durations(paths, f"CochlScene {SPLIT_FOLDERS[split]} clips")
+        if unreadable:
+            raise unreadable_files_error(unreadable, f"CochlScene {SPLIT_FOLDERS[split]} audio files")
+        rows = []
+        for relpath, wav in zip(files, paths):
+            label, name = relpath.split("/")
+            clip_id = os.path.splitext(name)[0]
+            if clip_id in seen_ids:
+                raise ValueError(
+                    f"CochlScene: two files share the name {clip_id}: {seen_ids[clip_id]} and "
+                    f"{wav}; clip ids must be unique"
+                )
+            seen_ids[clip_id] = wav
+            rows.append(
+                {
+                    "ID": clip_id,
+                    "duration": durations[wav],
+                    "wav": wav,
+                    "class_idx": class_idx[label],
+                    "label": label,
+                    "fold": FOLD_OF_SPLIT[split],
+                }
+            )
+        rows_by_split[split] = rows
+
+    write_task_manifests(save_folder, rows_by_split, task_classes)
+    write_dataset_info(
+        save_folder, classes, task_classes,
+        clips={split: len(rows) for split, rows in rows_by_split.items()},
+    )
+    mark_prep_done(save_folder, opts, manifests=manifests)
+    logger.info(
+        "CochlScene: %d classes, %d tasks (%s clips)",
+        len(classes), len(task_classes),
+        ", ".join(f"{s}: {len(r)}" for s, r in rows_by_split.items()),
+    )
+    return result
+
+
+def _nesting_hint(data_folder):
+    """A hint when the split folders sit one level deeper (e.g. an unzipped archive)."""
+    if not os.path.isdir(data_folder):
+        return f" ({data_folder} does not exist)"
+    nested = [
+        name for name in sorted(os.listdir(data_folder))
+        if os.path.isdir(os.path.join(data_folder, name, "Train"))
+    ]
+    if nested:
+        return f" (found Train/ under {format_file_list(nested).strip()}: point data_folder there)"
+    return ""
