@@ -35,9 +35,9 @@ def main(argv=None):
         raise FileNotFoundError(f"{hparams_file} not found: give the output folder of a finished training run")
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, {"prepare_data": None})
-    n_tasks = len(hparams["task_classes"])
+    n_tasks = len(hparams.get("task_classes") or hparams["stage_n_classes"])
     task = n_tasks - 1 if args.task is None else args.task
-    task_dir = os.path.join(hparams["save_folder"], f"task{task}")
+    task_dir = os.path.join(hparams["save_folder"], hparams.get("task_dir_format", "task{}").format(task))
     checkpointer = SafeCheckpointer(task_dir, recoverables=hparams["checkpoint_recoverables"])
     if checkpointer.recover_if_possible(ckpt_predicate=lambda c: c.meta.get(FINAL_CKPT_NAME)) is None:
         raise FileNotFoundError(f"{task_dir} holds no final checkpoint: is task {task} finished?")

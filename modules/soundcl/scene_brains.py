@@ -123,6 +123,14 @@ class SITBrain(SceneBrain):
 
     head_names = ("classifier", "group_classifier")
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        checkpoint = getattr(self.hparams, "backbone_checkpoint", None)
+        if checkpoint:
+            # Stage 0 starts from these weights; later stages and resumed runs
+            # load their own checkpoints over them.
+            load_backbone_checkpoint(self.modules.embedding_model, checkpoint)
+
     def stage_classes(self, stage):
         sizes = list(self.hparams.stage_n_classes)
         start = sum(sizes[:stage])
@@ -131,10 +139,11 @@ class SITBrain(SceneBrain):
     def begin_task(self, task_id, seen_classes):
         super().begin_task(task_id, seen_classes)
         current = self.stage_classes(task_id)
-        if not set(current) <= set(self.seen_classes):
+        new = [c for c in self.seen_classes if c >= current[0]]
+        if not set(new) <= set(current):
             raise ValueError(
                 f"stage {task_id}: stage_n_classes={list(self.hparams.stage_n_classes)} gives classes "
-                f"{current[0]}..{current[-1]}, but the data of this stage has classes {self.seen_classes}"
+                f"{current[0]}..{current[-1]}, but the data of this stage has classes {new}"
             )
         # Each stage predicts among its own label set only.
         self.seen_classes = current
