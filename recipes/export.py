@@ -34,7 +34,8 @@ def main(argv=None):
     if not os.path.isfile(hparams_file):
         raise FileNotFoundError(f"{hparams_file} not found: give the output folder of a finished training run")
     with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, {"prepare_data": None})
+        # Training-only objects are not rebuilt (no data preparation, no augmentation).
+        hparams = load_hyperpyyaml(fin, {"prepare_data": None, "augmentation": None})
     n_tasks = len(hparams.get("task_classes") or hparams["stage_n_classes"])
     task = n_tasks - 1 if args.task is None else args.task
     task_dir = os.path.join(hparams["save_folder"], hparams.get("task_dir_format", "task{}").format(task))
