@@ -23,5 +23,8 @@ setup(
         "matplotlib",
         "numpy",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout"]},
+    extras_require={
+        "test": ["pytest", "pytest-timeout", "onnx", "onnxruntime", "onnxscript"],
+        "export": ["onnx", "onnxruntime", "onnxscript"],
+    },
 )

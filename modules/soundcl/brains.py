@@ -63,6 +63,10 @@ class SupervisedBrain(ContinualFeatureBrain):
     validation accuracy error at each epoch end), ``train_logger``.
     """
 
+    def set_learning_rate(self, lr):
+        """Apply the annealed learning rate (subclasses with parameter groups scale theirs)."""
+        sb.nnet.schedulers.update_learning_rate(self.optimizer, lr)
+
     def compute_forward(self, batch, stage):
         """Returns logits [batch, n_classes] with unseen classes masked, and mixup info."""
         batch = batch.to(self.device)
@@ -93,7 +97,7 @@ class SupervisedBrain(ContinualFeatureBrain):
         self.last_stage_stats = stats
         if stage == sb.Stage.VALID:
             old_lr, new_lr = self.hparams.lr_annealing(epoch)
-            sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            self.set_learning_rate(new_lr)
             self.hparams.train_logger.log_stats(
                 stats_meta={"task": self.task_id, "epoch": epoch, "lr": old_lr},
                 train_stats=getattr(self, "train_stats", None),

@@ -230,6 +230,9 @@ class TaskLoop:
         Classes of each task (default: those found in the training rows).
     stop_after_task : int, optional
         Stop (cleanly, resumable) once this task is finished.
+    task_dir_format : str
+        Name of task ``k``'s folder under ``save_folder`` (``"task{}"``;
+        ``"stage{}"`` for sequential-transfer recipes).
     """
 
     def __init__(
@@ -247,8 +250,10 @@ class TaskLoop:
         seed=0,
         task_classes=None,
         stop_after_task=None,
+        task_dir_format="task{}",
     ):
         self.brain = brain
+        self.task_dir_format = task_dir_format
         self.task_rows = task_rows
         self.make_dataset = make_dataset
         self.save_folder = save_folder
@@ -271,7 +276,7 @@ class TaskLoop:
 
     # ---------------------------------------------------------------- helpers
     def task_dir(self, k):
-        return os.path.join(self.save_folder, f"task{k}")
+        return os.path.join(self.save_folder, self.task_dir_format.format(k))
 
     def load_task_state(self, k):
         path = os.path.join(self.task_dir(k), TASK_STATE_FILE)

@@ -115,6 +115,7 @@ def build_task_loop(brain, hparams, task_rows):
         seed=hparams["seed"],
         task_classes=hparams.get("task_classes"),
         stop_after_task=hparams.get("stop_after_task"),
+        task_dir_format=hparams.get("task_dir_format", "task{}"),
     )
 
 

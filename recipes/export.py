@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Export a trained recipe's model to ONNX and check it with onnxruntime.
+
+    python recipes/export.py results/synth/dsmn_train/1986
+
+Reads ``<output_folder>/hyperparams.yaml`` (written by the training run, with its
+overrides), loads the final checkpoint of the last task, writes
+``model.onnx`` (normalised filterbanks [batch, time, n_mels] -> scene logits;
+the filterbank front end is NOT included), ``labels.txt`` (one label per class
+index) and ``export_check.json`` (max |onnxruntime - PyTorch| over the test
+clips; fails above ``--tolerance``).
+"""
+import argparse
+import logging
+import os
+import sys
+
+from hyperpyyaml import load_hyperpyyaml
+
+from soundcl.checkpoints import SafeCheckpointer
+from soundcl.continual import FINAL_CKPT_NAME
+from soundcl.data.common import read_manifest
+from soundcl.ondevice import export
+from soundcl.scene_brains import SceneBrain
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output_folder")
+    parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--task", type=int, default=None, help="task whose final model is exported (default: last)")
+    args = parser.parse_args(argv)
+    hparams_file = os.path.join(args.output_folder, "hyperparams.yaml")
+    if not os.path.isfile(hparams_file):
+        raise FileNotFoundError(f"{hparams_file} not found: give the output folder of a finished training run")
+    with open(hparams_file, encoding="utf-8") as fin:
+        # Training-only objects are not rebuilt (no data preparation, no augmentation).
+        hparams = load_hyperpyyaml(fin, {"prepare_data": None, "augmentation": None})
+    n_tasks = len(hparams.get("task_classes") or hparams["stage_n_classes"])
+    task = n_tasks - 1 if args.task is None else args.task
+    task_dir = os.path.join(hparams["save_folder"], hparams.get("task_dir_format", "task{}").format(task))
+    checkpointer = SafeCheckpointer(task_dir, recoverables=hparams["checkpoint_recoverables"])
+    if checkpointer.recover_if_possible(ckpt_predicate=lambda c: c.meta.get(FINAL_CKPT_NAME)) is None:
+        raise FileNotFoundError(f"{task_dir} holds no final checkpoint: is task {task} finished?")
+    test_rows = [row for k in range(task + 1)
+                 for row in read_manifest(os.path.join(hparams["save_folder"], f"test_task{k}.csv"))]
+    names = {}
+    for row in test_rows:
+        names[int(row["class_idx"])] = row["label"]
+    labels = [names.get(i, f"class{i}") for i in range(hparams["n_classes"])]
+    brain = SceneBrain(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"}, checkpointer=None)
+    return export(brain, test_rows, hparams["audio"], hparams["eval_dataloader_opts"], args.output_folder,
+                  labels, args.tolerance)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main(sys.argv[1:])
