@@ -108,6 +108,8 @@ ALL_POLICIES = [
     lambda m: PrototypeMemory(m),
     lambda m: UncertaintyMemory(m, "noisytune", metric_k=4, noise_lambda=2.0, uncertainty_from_task=0),
     lambda m: UncertaintyMemory(m, "noise", metric_k=3),
+    lambda m: UncertaintyMemory(m, "shift", metric_k=2, uncertainty_from_task=0),
+    lambda m: UncertaintyMemory(m, "mask", metric_k=2, uncertainty_from_task=0),
     lambda m: UncertaintyMemory(m, "combination", metric_k=3, uncertainty_from_task=0),
 ]
 

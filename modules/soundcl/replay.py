@@ -24,12 +24,30 @@ logger = logging.getLogger(__name__)
 SUMMARY_KEYS = ("A_last", "A_avg", "BWT", "forgetting")
 
 
+class PatienceCounter(EpochCounterWithStopper):
+    """Epoch counter that stops once validation accuracy has not *strictly*
+    improved for ``patience`` epochs (SpeechBrain's stopper counts an equal
+    value as an improvement, so a plateau, e.g. at 100 %, would never stop)."""
+
+    def __init__(self, limit, patience):
+        super().__init__(limit, limit_to_stop=int(patience), limit_warmup=0, direction="max")
+
+    def update_metric(self, current_metric):
+        if current_metric > self.best_score + 1e-9:
+            self.best_score, self.best_limit = float(current_metric), self.current
+        self.should_stop = self.current - self.best_limit >= self.limit_to_stop
+        if self.should_stop:
+            logger.info("no better validation accuracy for %d epochs: task stops early", self.limit_to_stop)
+
+
 def make_epoch_counter(limit, patience=None):
     """An epoch counter; with ``patience`` (epochs), one that stops a task once
     validation accuracy has not improved for ``patience`` epochs."""
     if patience in (None, 0, "null", "None"):
         return EpochCounter(limit)
-    return EpochCounterWithStopper(limit, limit_to_stop=int(patience), limit_warmup=0, direction="max")
+    if int(patience) < 0:
+        raise ValueError(f"patience must be >= 1 (or null), got {patience}")
+    return PatienceCounter(limit, patience)
 
 
 class ReplayBrain(SupervisedBrain):
