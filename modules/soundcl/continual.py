@@ -489,11 +489,17 @@ class TaskLoop:
             "partial": partial,
             "time_spent_s": float(sum(t.get("train_time_s", 0) + t.get("test_time_s", 0) + t.get("memory_update_s", 0) for t in per_task)),
             "per_task": per_task,
+            # Wall time of each memory update (published replay results report it).
+            "memory_update_s": [t.get("memory_update_s") for t in per_task],
         }
         done = len(per_task)  # statistics of the tasks finished so far
         results = metrics.write_results(self.output_folder, matrix[:done, :done], extra=extra, plot=not partial)
         if announce:
             table = metrics.format_matrix_table(matrix[:done, :done], metrics.cl_summary(matrix[:done, :done]))
+            if self.memory_policy is not None:
+                table += "\nmemory update time per task (s): " + " ".join(
+                    f"{t.get('memory_update_s', 0.0):.2f}" for t in per_task
+                )
             logger.info("results in %s\n%s", self.output_folder, table)
         return results
 

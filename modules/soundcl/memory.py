@@ -9,7 +9,22 @@ task just learnt, ``context`` a :class:`soundcl.continual.MemoryContext`
 (model, clips, seeded RNG). The returned list is the memory used while
 training the next task. Policies with state across tasks also implement
 ``state_dict()`` / ``load_state_dict(state)`` (JSON-serialisable).
+
+Fixed-size episodic memories (the on-device replay recipe) choose among the
+*candidates*: the current memory plus the clips of the task just learnt.
+:class:`RandomMemory` and :class:`ReservoirMemory` are not class-balanced by
+definition; :class:`PrototypeMemory` (iCaRL herding) and
+:class:`UncertaintyMemory` keep ``memory_size // n_seen_classes`` clips per
+class and fill the leftover slots at random. Embeddings and predictions are
+computed in batches under ``torch.no_grad()``, once per candidate, with the
+brain's modules on the brain's device.
 """
+import numpy as np
+import torch
+
+import speechbrain as sb
+
+from soundcl.perturbations import EMBEDDING, FEATURES, WAVEFORM, RandomChoice, make_perturbation, vote_uncertainty
 
 
 def _parse_num_keep(num_keep):
@@ -41,3 +56,343 @@ class PerTaskRandom:
 
     def __repr__(self):
         return f"PerTaskRandom(num_keep={'all' if self.num_keep is None else self.num_keep})"
+
+
+# --------------------------------------------------------------------------- helpers
+def candidate_ids(memory_ids, task_rows):
+    """Current memory then the new task's clips, without duplicates, order kept."""
+    seen, ids = set(), []
+    for clip_id in list(memory_ids) + [row["ID"] for row in task_rows]:
+        if clip_id not in seen:
+            seen.add(clip_id)
+            ids.append(clip_id)
+    return ids
+
+
+def _check_memory_size(memory_size):
+    memory_size = int(memory_size)
+    if memory_size < 0:
+        raise ValueError(f"memory_size must be >= 0, got {memory_size}")
+    return memory_size
+
+
+def _group_by_class(ids, rows_by_id):
+    """``class_idx -> [positions in ids]`` (positions in candidate order)."""
+    groups = {}
+    for pos, clip_id in enumerate(ids):
+        groups.setdefault(int(rows_by_id[clip_id]["class_idx"]), []).append(pos)
+    return groups
+
+
+class _EvalMode:
+    """Modules of ``brain`` in eval mode under no_grad; training flags restored on exit."""
+
+    def __init__(self, brain):
+        self.brain = brain
+
+    def __enter__(self):
+        self.flags = {name: m.training for name, m in self.brain.modules.items()}
+        self.brain.modules.eval()
+        self.no_grad = torch.no_grad()
+        self.no_grad.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.no_grad.__exit__(*exc)
+        for name, module in self.brain.modules.items():
+            module.train(self.flags[name])
+
+
+def _batches(ids, context):
+    """Yield (ids, wavs [B, samples] on the brain's device, relative lens [B])."""
+    rows = [context.rows_by_id[i] for i in ids]
+    loader_kwargs = dict(context.loader_kwargs)
+    loader_kwargs["shuffle"] = False
+    loader = sb.dataio.dataloader.make_dataloader(context.make_dataset(rows, train=False), **loader_kwargs)
+    device = context.brain.device
+    for batch in loader:
+        wavs, lens = batch.sig
+        yield batch.id, wavs.to(device), lens.to(device)
+
+
+def _features(brain, wavs, lens):
+    return brain.compute_feats(wavs, lens, sb.Stage.TEST)
+
+
+def _masked_logits(brain, emb, seen_classes):
+    logits = brain.modules.classifier(emb)
+    mask = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    mask[list(seen_classes)] = True
+    return logits.masked_fill(~mask, float("-inf"))
+
+
+def _in_order(ids, out_ids, values):
+    """Reorder per-batch results to the order of ``ids``."""
+    position = {clip_id: pos for pos, clip_id in enumerate(out_ids)}
+    return values[torch.as_tensor([position[i] for i in ids], dtype=torch.long)]
+
+
+def compute_embeddings(ids, context):
+    """One encoder pass over the clips: embeddings [len(ids), emb_dim] (CPU, float32)."""
+    brain = context.brain
+    out_ids, embs = [], []
+    with _EvalMode(brain):
+        for batch_ids, wavs, lens in _batches(ids, context):
+            embs.append(brain.modules.embedding_model(_features(brain, wavs, lens), lens).float().cpu())
+            out_ids.extend(batch_ids)
+    return _in_order(ids, out_ids, torch.cat(embs)) if embs else torch.zeros(0)
+
+
+def plain_predictions(ids, context):
+    """One forward pass: predicted class per clip, LongTensor [len(ids)]."""
+    brain = context.brain
+    out_ids, preds = [], []
+    with _EvalMode(brain):
+        for batch_ids, wavs, lens in _batches(ids, context):
+            emb = brain.modules.embedding_model(_features(brain, wavs, lens), lens)
+            preds.append(_masked_logits(brain, emb, context.seen_classes).argmax(-1).cpu())
+            out_ids.extend(batch_ids)
+    return _in_order(ids, out_ids, torch.cat(preds)) if preds else torch.zeros(0, dtype=torch.long)
+
+
+def perturbed_predictions(ids, context, perturbation, k, generator):
+    """k perturbed predictions per clip: LongTensor [len(ids), k].
+
+    Each batch pays only for what the perturbation needs: a waveform
+    perturbation re-runs front end, encoder and head k times; a feature one
+    runs the front end once; an embedding one (noisytune) runs the encoder once
+    and the head k times.
+    """
+    if k < 1:
+        raise ValueError(f"metric_k must be >= 1, got {k}")
+    brain = context.brain
+    encoder = brain.modules.embedding_model
+    out_ids, preds = [], []
+    with _EvalMode(brain):
+        for batch_ids, wavs, lens in _batches(ids, context):
+            feats = emb = None
+            batch_preds = []
+            for _ in range(k):
+                draw = perturbation.draw(generator) if isinstance(perturbation, RandomChoice) else perturbation
+                if draw.level == WAVEFORM:
+                    logits_emb = encoder(_features(brain, draw(wavs, generator, lens), lens), lens)
+                elif draw.level == FEATURES:
+                    feats = _features(brain, wavs, lens) if feats is None else feats
+                    logits_emb = encoder(draw(feats, generator, lens), lens)
+                elif draw.level == EMBEDDING:
+                    if emb is None:
+                        feats = _features(brain, wavs, lens) if feats is None else feats
+                        emb = encoder(feats, lens)
+                    logits_emb = draw(emb, generator, lens)
+                else:
+                    raise ValueError(f"perturbation {draw!r} has unknown level {draw.level!r}")
+                batch_preds.append(_masked_logits(brain, logits_emb, context.seen_classes).argmax(-1).cpu())
+            preds.append(torch.stack(batch_preds, dim=1))
+            out_ids.extend(batch_ids)
+    return _in_order(ids, out_ids, torch.cat(preds)) if preds else torch.zeros(0, k, dtype=torch.long)
+
+
+def herding(features, n_select):
+    """iCaRL herding: indices of ``n_select`` rows whose running mean tracks the mean.
+
+    features : [n, dim] (already L2-normalised) -> list of ``min(n_select, n)``
+    distinct row indices, in the order picked. Step i picks the row that brings
+    the mean of the i rows picked so far closest (L2) to the mean of all rows;
+    ties go to the lowest index.
+    """
+    features = torch.as_tensor(features, dtype=torch.float64)
+    n = features.shape[0]
+    target = features.mean(dim=0)
+    running = torch.zeros_like(target)
+    available = torch.ones(n, dtype=torch.bool)
+    picked = []
+    for i in range(1, min(n_select, n) + 1):
+        distances = torch.linalg.vector_norm(target[None, :] - (running[None, :] + features) / i, dim=1)
+        distances[~available] = float("inf")
+        j = int(torch.argmin(distances))
+        picked.append(j)
+        running += features[j]
+        available[j] = False
+    return picked
+
+
+def evenly_spaced(n_items, n_select):
+    """``n_select`` distinct indices spread over ``range(n_items)``, first one included."""
+    n_select = min(n_select, n_items)
+    return [int(i * n_items // n_select) for i in range(n_select)]
+
+
+# --------------------------------------------------------------------------- policies
+class RandomMemory:
+    """Uniform sample of ``memory_size`` candidates (not class-balanced)."""
+
+    def __init__(self, memory_size):
+        self.memory_size = _check_memory_size(memory_size)
+
+    def select(self, memory_ids, task_rows, context):
+        candidates = candidate_ids(memory_ids, task_rows)
+        if len(candidates) <= self.memory_size:
+            return candidates
+        keep = context.rng.choice(len(candidates), size=self.memory_size, replace=False)
+        return [candidates[i] for i in sorted(keep)]
+
+    def __repr__(self):
+        return f"RandomMemory(memory_size={self.memory_size})"
+
+
+class ReservoirMemory:
+    """Reservoir sampling over the stream of every training clip seen so far.
+
+    Each task's clips arrive in an order shuffled by the context's RNG; the
+    ``i``-th clip of the stream (0-based) replaces a random slot with
+    probability ``memory_size / (i + 1)`` once the memory is full, so every clip
+    seen is in the memory with the same probability. ``n_seen`` (the stream
+    position) is the policy's checkpointed state.
+    """
+
+    def __init__(self, memory_size):
+        self.memory_size = _check_memory_size(memory_size)
+        self.n_seen = 0
+
+    def select(self, memory_ids, task_rows, context):
+        memory = list(memory_ids)
+        stream = [row["ID"] for row in task_rows]
+        stream = [stream[i] for i in context.rng.permutation(len(stream))]
+        in_memory = set(memory)
+        for clip_id in stream:
+            if clip_id in in_memory:
+                continue
+            if len(memory) < self.memory_size:
+                memory.append(clip_id)
+                in_memory.add(clip_id)
+            else:
+                slot = int(context.rng.randint(0, self.n_seen + 1))
+                if slot < self.memory_size:
+                    in_memory.discard(memory[slot])
+                    memory[slot] = clip_id
+                    in_memory.add(clip_id)
+            self.n_seen += 1
+        return memory
+
+    def state_dict(self):
+        return {"n_seen": self.n_seen}
+
+    def load_state_dict(self, state):
+        self.n_seen = int(state["n_seen"])
+
+    def __repr__(self):
+        return f"ReservoirMemory(memory_size={self.memory_size})"
+
+
+class _ClassBalancedMemory:
+    """``memory_size // n_seen_classes`` clips per class chosen by :meth:`choose`,
+    leftover slots (small classes, remainder) filled at random."""
+
+    def __init__(self, memory_size):
+        self.memory_size = _check_memory_size(memory_size)
+
+    def choose(self, candidates, groups, quota, context):
+        """``class -> positions (in candidates) to keep``, at most ``quota`` each."""
+        raise NotImplementedError
+
+    def select(self, memory_ids, task_rows, context):
+        candidates = candidate_ids(memory_ids, task_rows)
+        if len(candidates) <= self.memory_size:
+            return candidates
+        groups = _group_by_class(candidates, context.rows_by_id)
+        quota = self.memory_size // max(1, len(context.seen_classes))
+        chosen = self.choose(candidates, groups, quota, context)
+        kept = sorted({pos for c in sorted(chosen) for pos in chosen[c][:quota]})
+        rest = sorted(set(range(len(candidates))) - set(kept))
+        n_fill = self.memory_size - len(kept)
+        if n_fill > 0 and rest:
+            kept = sorted(kept + context.rng.choice(rest, size=min(n_fill, len(rest)), replace=False).tolist())
+        return [candidates[pos] for pos in kept]
+
+
+class ClassBalancedRandomMemory(_ClassBalancedMemory):
+    """Class-balanced uniform sample."""
+
+    def choose(self, candidates, groups, quota, context):
+        return {
+            c: context.rng.choice(positions, size=min(quota, len(positions)), replace=False).tolist()
+            for c, positions in sorted(groups.items())
+        }
+
+    def __repr__(self):
+        return f"ClassBalancedRandomMemory(memory_size={self.memory_size})"
+
+
+class PrototypeMemory(_ClassBalancedMemory):
+    """iCaRL herding per class on L2-normalised embeddings (one encoder pass)."""
+
+    def choose(self, candidates, groups, quota, context):
+        embeddings = torch.nn.functional.normalize(compute_embeddings(candidates, context), dim=-1)
+        return {c: [positions[j] for j in herding(embeddings[positions], quota)] for c, positions in sorted(groups.items())}
+
+    def __repr__(self):
+        return f"PrototypeMemory(memory_size={self.memory_size})"
+
+
+class UncertaintyMemory(_ClassBalancedMemory):
+    """Per class, clips evenly spaced along the uncertainty ranking.
+
+    Uncertainty of a clip = ``1 - votes of its most frequent prediction / k``
+    over ``metric_k`` perturbed predictions; ``uncert_metric`` names the
+    perturbation (see :func:`soundcl.perturbations.make_perturbation`). Before
+    task ``uncertainty_from_task`` the selection is class-balanced random.
+    """
+
+    def __init__(self, memory_size, uncert_metric="noisytune", metric_k=4, noise_lambda=0.1, uncertainty_from_task=1):
+        super().__init__(memory_size)
+        self.uncert_metric = uncert_metric
+        self.perturbation = make_perturbation(uncert_metric, noise_lambda)
+        self.metric_k = int(metric_k)
+        if self.metric_k < 1:
+            raise ValueError(f"metric_k must be >= 1, got {metric_k}")
+        self.uncertainty_from_task = int(uncertainty_from_task)
+
+    def scores(self, candidates, context):
+        """Uncertainty of each candidate, FloatTensor [len(candidates)]."""
+        generator = torch.Generator().manual_seed(int(context.rng.randint(0, 2**31 - 1)))
+        predictions = perturbed_predictions(candidates, context, self.perturbation, self.metric_k, generator)
+        return vote_uncertainty(predictions)
+
+    def choose(self, candidates, groups, quota, context):
+        if context.task_id < self.uncertainty_from_task:
+            return ClassBalancedRandomMemory.choose(self, candidates, groups, quota, context)
+        uncertainty = self.scores(candidates, context).tolist()
+        chosen = {}
+        for c, positions in sorted(groups.items()):
+            ranked = sorted(positions, key=lambda pos: (uncertainty[pos], pos))
+            chosen[c] = [ranked[i] for i in evenly_spaced(len(ranked), quota)]
+        return chosen
+
+    def __repr__(self):
+        return (
+            f"UncertaintyMemory(memory_size={self.memory_size}, uncert_metric={self.uncert_metric}, "
+            f"metric_k={self.metric_k}, uncertainty_from_task={self.uncertainty_from_task})"
+        )
+
+
+MEMORY_POLICIES = {
+    "random": RandomMemory,
+    "reservoir": ReservoirMemory,
+    "prototype": PrototypeMemory,
+    "uncertainty": UncertaintyMemory,
+    "balanced_random": ClassBalancedRandomMemory,
+}
+
+
+def make_memory_policy(mode, mem_manage="random", memory_size=500, uncert_metric="noisytune", metric_k=4,
+                       noise_lambda=0.1, uncertainty_from_task=1):
+    """The policy for ``mode`` (``finetune``: None, no memory; ``replay``) and ``mem_manage``."""
+    if mode == "finetune":
+        return None
+    if mode != "replay":
+        raise ValueError(f"unknown mode {mode!r}: expected finetune or replay")
+    if mem_manage not in MEMORY_POLICIES:
+        raise ValueError(f"unknown mem_manage {mem_manage!r}: expected one of {sorted(MEMORY_POLICIES)}")
+    if mem_manage == "uncertainty":
+        return UncertaintyMemory(memory_size, uncert_metric, metric_k, noise_lambda, uncertainty_from_task)
+    return MEMORY_POLICIES[mem_manage](memory_size)

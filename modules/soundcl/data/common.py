@@ -630,3 +630,73 @@ def result_without_prep(save_folder, splits, dataset_name):
         "task_classes": info["task_classes"],
         "manifests": task_manifest_paths(save_folder, splits, n_tasks),
     }
+
+# Validation split and audio checks shared by the single-split data sets
+# ---------------------------------------------------------------------------------------
+def draw_valid_split(rows, groups, fraction, seed):
+    """Split rows into train and valid, per class, keeping each group on one side.
+
+    Arguments
+    ---------
+    rows : list of dict
+        Manifest rows (``class_idx`` used).
+    groups : list of str
+        Group of each row (recording, location ...): clips of one group never end up
+        on both sides, so validation does not see near-copies of training clips.
+    fraction : float
+        Target fraction of each class's clips in valid (0 <= fraction < 1); whole
+        groups are drawn in a seeded random order until it is reached.
+    seed : int
+
+    Returns
+    -------
+    (train_rows, valid_rows), each in the input order.
+    """
+    import numpy as np
+
+    if not 0 <= fraction < 1:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {fraction}")
+    if len(groups) != len(rows):
+        raise ValueError("draw_valid_split needs one group per row")
+    valid_groups = set()
+    by_class = {}
+    for row, group in zip(rows, groups):
+        by_class.setdefault(int(row["class_idx"]), {}).setdefault(group, 0)
+        by_class[int(row["class_idx"])][group] += 1
+    rng = np.random.RandomState(seed)
+    for class_idx in sorted(by_class):
+        sizes = by_class[class_idx]
+        target = fraction * sum(sizes.values())
+        taken = 0
+        for group in rng.permutation(sorted(sizes)).tolist():
+            if taken >= target:
+                break
+            valid_groups.add((class_idx, group))
+            taken += sizes[group]
+    train, valid = [], []
+    for row, group in zip(rows, groups):
+        (valid if (int(row["class_idx"]), group) in valid_groups else train).append(row)
+    return train, valid
+
+
+def check_audio_files(rows, what):
+    """Raise a readable error if any ``row["wav"]`` is missing or unreadable; fill
+    ``row["duration"]`` (seconds) from the file header."""
+    import soundfile
+
+    missing = [r["wav"] for r in rows if not os.path.isfile(r["wav"])]
+    if missing:
+        raise missing_files_error(missing, what)
+    unreadable = []
+    for row in rows:
+        try:
+            info = soundfile.info(row["wav"])
+        except RuntimeError as err:  # soundfile.LibsndfileError derives from it
+            unreadable.append(f"{row['wav']} ({err})")
+            continue
+        row["duration"] = round(info.frames / info.samplerate, 6)
+    if unreadable:
+        raise RuntimeError(
+            f"{len(unreadable)} {what} cannot be read by soundfile (first "
+            f"{min(len(unreadable), MAX_LISTED_FILES)} listed):\n{format_file_list(unreadable)}"
+        )

@@ -1,0 +1,139 @@
+"""Preparation of TAU Urban Acoustic Scenes 2019 (development) for class-incremental learning.
+
+10 acoustic scenes, 14400 clips of 10 s, 48 kHz stereo (DCASE 2019 task 1A). Layout::
+
+    <data_folder>/meta.csv                                 filename  scene_label  identifier  source_label
+    <data_folder>/evaluation_setup/fold1_train.csv         filename  scene_label
+    <data_folder>/evaluation_setup/fold1_evaluate.csv      filename  scene_label
+    <data_folder>/audio/<scene>-<city>-<location>-<segment>-a.wav
+
+Files are tab-separated; ``filename`` is relative to ``data_folder``. The official
+fold-1 split is used: ``fold1_evaluate`` is the test set, and the validation set is
+drawn from ``fold1_train`` per scene by whole recording locations (``identifier``,
+e.g. ``lisbon-1000``), so no location is in both. Class indices follow the sorted
+scene labels; the default protocol has 5 tasks of 2 scenes.
+"""
+import csv
+import logging
+import os
+
+from soundcl.data.common import (
+    check_audio_files,
+    clear_prep_done,
+    draw_valid_split,
+    mark_prep_done,
+    prep_is_current,
+    task_manifest_paths,
+    validate_task_classes,
+    write_task_manifests,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TASK_CLASSES = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+META_FILE = "meta.csv"
+TRAIN_FILE = os.path.join("evaluation_setup", "fold1_train.csv")
+EVALUATE_FILE = os.path.join("evaluation_setup", "fold1_evaluate.csv")
+SPLITS = ("train", "valid", "test")
+
+
+def _read_tsv(path, columns):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"TAU 2019 file not found: {path}. Expected <data_folder>/meta.csv, "
+            "<data_folder>/evaluation_setup/fold1_{train,evaluate}.csv and <data_folder>/audio/"
+        )
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        header = [name.strip() for name in (reader.fieldnames or [])]
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise ValueError(f"{path} lacks the columns {missing} (tab-separated header expected: {header})")
+        reader.fieldnames = header
+        return [{k: (v or "").strip() for k, v in row.items() if k} for row in reader]
+
+
+def read_metadata(data_folder):
+    """Read the fold-1 split.
+
+    Returns
+    -------
+    (train entries, evaluate entries, classes) where entries have ``filename``,
+    ``scene_label`` and ``identifier`` (from meta.csv), classes the sorted scenes.
+    """
+    meta = _read_tsv(os.path.join(data_folder, META_FILE), ["filename", "scene_label", "identifier"])
+    identifier = {row["filename"]: row["identifier"] for row in meta}
+    scene = {row["filename"]: row["scene_label"] for row in meta}
+    classes = sorted(set(scene.values()))
+    splits = []
+    for relpath in (TRAIN_FILE, EVALUATE_FILE):
+        path = os.path.join(data_folder, relpath)
+        entries = _read_tsv(path, ["filename", "scene_label"])
+        for entry in entries:
+            if entry["filename"] not in identifier:
+                raise ValueError(f"{path}: {entry['filename']} is not in {META_FILE}")
+            if entry["scene_label"] != scene[entry["filename"]]:
+                raise ValueError(f"{path}: {entry['filename']} is {entry['scene_label']} here but "
+                                 f"{scene[entry['filename']]} in {META_FILE}")
+            entry["identifier"] = identifier[entry["filename"]]
+        splits.append(entries)
+    overlap = {e["filename"] for e in splits[0]} & {e["filename"] for e in splits[1]}
+    if overlap:
+        raise ValueError(f"{len(overlap)} files are in both {TRAIN_FILE} and {EVALUATE_FILE}, e.g. {sorted(overlap)[0]}")
+    return splits[0], splits[1], classes
+
+
+def prepare(data_folder, save_folder, task_classes=DEFAULT_TASK_CLASSES, valid_fraction=0.1, seed=0):
+    """Write per-task train/valid/test manifests for TAU 2019 fold 1.
+
+    Arguments
+    ---------
+    data_folder : str
+    save_folder : str
+    task_classes : list of list of int
+        Scene indices (sorted scene labels) of each task.
+    valid_fraction : float
+        Fraction of each scene's training clips drawn (by location) for valid.
+    seed : int
+
+    Returns
+    -------
+    dict ``classes``, ``n_tasks``, ``manifests`` (``split -> [path per task]``).
+    """
+    data_folder, save_folder = os.path.abspath(data_folder), os.path.abspath(save_folder)
+    train_entries, test_entries, classes = read_metadata(data_folder)
+    task_classes = validate_task_classes(task_classes, len(classes))
+    manifests = task_manifest_paths(save_folder, SPLITS, len(task_classes))
+    result = {"classes": classes, "n_tasks": len(task_classes), "manifests": manifests}
+    opts = {"dataset": "TAU-urban-acoustic-scenes-2019", "data_folder": data_folder,
+            "task_classes": task_classes, "valid_fraction": valid_fraction, "seed": seed}
+    metadata_file = os.path.join(data_folder, TRAIN_FILE)
+    if prep_is_current(save_folder, opts, metadata_file=metadata_file, manifests=manifests):
+        logger.info("TAU 2019: reusing prepared manifests in %s", save_folder)
+        return result
+
+    os.makedirs(save_folder, exist_ok=True)
+    clear_prep_done(save_folder)
+    index = {name: i for i, name in enumerate(classes)}
+    used = {c for task in task_classes for c in task}
+
+    def rows_of(entries):
+        rows = [{
+            "ID": os.path.splitext(os.path.basename(e["filename"]))[0],
+            "duration": 0.0,
+            "wav": os.path.join(data_folder, e["filename"]),
+            "class_idx": index[e["scene_label"]],
+            "label": e["scene_label"],
+            "fold": 1,
+        } for e in entries if index[e["scene_label"]] in used]
+        groups = [e["identifier"] for e in entries if index[e["scene_label"]] in used]
+        return rows, groups
+
+    pool, groups = rows_of(train_entries)
+    test, _ = rows_of(test_entries)
+    check_audio_files(pool + test, f"TAU 2019 audio files (expected under {data_folder}/audio/)")
+    train, valid = draw_valid_split(pool, groups, valid_fraction, seed)
+    write_task_manifests(save_folder, {"train": train, "valid": valid, "test": test}, task_classes)
+    mark_prep_done(save_folder, opts, metadata_file=metadata_file, manifests=manifests)
+    logger.info("TAU 2019 fold 1: train %d, valid %d, test %d clips", len(train), len(valid), len(test))
+    return result
