@@ -84,11 +84,14 @@ def validate(hparams):
             raise ConfigError(f"task_classes={_plain(hparams['task_classes'])} is not valid: {err}") from None
 
     if hparams.get("mode", "replay") != "finetune" and "memory_size" in hparams:
-        memory_size, n_classes = hparams["memory_size"], hparams.get("n_classes")
+        memory_size = hparams["memory_size"]
         if not isinstance(memory_size, int) or memory_size < 0:
             _fail("memory_size", memory_size, "an integer >= 0")
-        if n_classes and 0 < memory_size < n_classes:
-            _fail("memory_size", memory_size, f"at least n_classes={n_classes} (one clip per class)")
+        # The classes the run will meet: those of task_classes, else all of them.
+        task_classes = hparams.get("task_classes")
+        n_used = len({c for task in task_classes for c in task}) if task_classes else hparams.get("n_classes")
+        if n_used and 0 < memory_size < n_used:
+            _fail("memory_size", memory_size, f"at least the number of classes, {n_used} (one clip per class)")
 
     if "ssl_checkpoints_dir" in hparams:
         folder = hparams["ssl_checkpoints_dir"]

@@ -133,6 +133,7 @@ def test_bad_configuration_fails_at_start_in_one_line(tmp_path, synth_data_folde
         ({"mem_manage": "fifo"}, "mem_manage='fifo'"),
         ({"uncert_metric": "entropy"}, "uncert_metric"),
         ({"memory_size": 5, "n_classes": 10, "mode": "replay"}, "memory_size=5"),
+        ({"memory_size": 3, "n_classes": 50, "task_classes": [[0, 1], [2, 3]]}, "number of classes, 4"),
         ({"ssl_checkpoints_dir": "/no/such/folder"}, "ssl_checkpoints_dir='/no/such/folder'"),
         ({"ssl_checkpoints_dir": None}, "ssl_checkpoints_dir=None"),
     ],
