@@ -56,10 +56,12 @@ def prepare_task_rows(hparams):
 def build_task_loop(brain, hparams, task_rows):
     """The shared :class:`TaskLoop` configured from hparams."""
     audio = hparams["audio"]
+    # A Brain whose items are not waveforms (e.g. cached embeddings) builds its own data sets.
+    brain_make_dataset = getattr(brain, "make_task_dataset", None)
     return TaskLoop(
         brain=brain,
         task_rows=task_rows,
-        make_dataset=lambda rows, train: make_dataset(rows, audio, train),
+        make_dataset=brain_make_dataset or (lambda rows, train: make_dataset(rows, audio, train)),
         save_folder=hparams["save_folder"],
         output_folder=hparams["output_folder"],
         recoverables=hparams["checkpoint_recoverables"],
@@ -70,6 +72,7 @@ def build_task_loop(brain, hparams, task_rows):
         seed=hparams["seed"],
         task_classes=hparams.get("task_classes"),
         stop_after_task=hparams.get("stop_after_task"),
+        task_data_policy=hparams.get("task_data_policy"),
     )
 
 
