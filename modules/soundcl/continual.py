@@ -426,7 +426,9 @@ class TaskLoop:
 
         task_data = self.task_data_policy.select(k, memory_ids, self)
         train_rows, valid_rows = task_data.train, task_data.valid
+        start = time.time()
         brain.prepare_task_data(self.task_dir(k), task_data)
+        prepare_time = time.time() - start
 
         start = time.time()
         brain.fit(
@@ -460,6 +462,7 @@ class TaskLoop:
             "classes": list(self.task_classes[k]),
             "n_train": len(train_rows),
             "n_valid": len(valid_rows),
+            "prepare_time_s": prepare_time,
             "train_time_s": train_time,
             "test_time_s": test_time,
             "best_valid": {key: v for key, v in best_meta.items() if isinstance(v, (int, float)) and key != FINAL_CKPT_NAME},
@@ -471,7 +474,10 @@ class TaskLoop:
         extra = {
             "finished_tasks": len(per_task),
             "partial": partial,
-            "time_spent_s": float(sum(t.get("train_time_s", 0) + t.get("test_time_s", 0) + t.get("memory_update_s", 0) for t in per_task)),
+            "time_spent_s": float(sum(
+                t.get("prepare_time_s", 0) + t.get("train_time_s", 0) + t.get("test_time_s", 0) + t.get("memory_update_s", 0)
+                for t in per_task
+            )),
             "per_task": per_task,
         }
         done = len(per_task)  # statistics of the tasks finished so far
