@@ -112,6 +112,15 @@ class ContinualBrain(sb.Brain):
         self.task_id = int(task_id)
         self.seen_classes = sorted(int(c) for c in seen_classes)
 
+    def prepare_task_data(self, task_dir, task_data):
+        """Called by the task loop once task ``task_id``'s clips are chosen, before fitting.
+
+        ``task_data`` is the :class:`TaskData` of the task (training,
+        validation and test rows); ``task_dir`` its folder. A Brain may
+        precompute per-clip tensors here (e.g. frozen-encoder embeddings).
+        The default does nothing.
+        """
+
     def seen_mask(self, device):
         """Boolean mask [n_classes] of the classes seen up to the current task."""
         mask = torch.zeros(self.hparams.n_classes, dtype=torch.bool, device=device)
@@ -202,6 +211,46 @@ class ContinualBrain(sb.Brain):
         return self.stage_accuracy(), confusion
 
 
+class TaskData:
+    """The clips task ``k`` trains, validates and is tested on.
+
+    Attributes
+    ----------
+    train : list of manifest rows
+    valid : list of manifest rows
+    test_tasks : list of int
+        Tasks whose test sets fill row ``k`` of the accuracy matrix.
+    test : dict task -> list of manifest rows
+    """
+
+    def __init__(self, train, valid, test_tasks, test):
+        self.train = list(train)
+        self.valid = list(valid)
+        self.test_tasks = list(test_tasks)
+        self.test = dict(test)
+
+
+class CurrentTaskWithMemory:
+    """The default task data policy: the current task plus the replay memory.
+
+    Training: the clips of task ``k`` and of the memory. Validation: task ``k``'s
+    validation clips plus, for each earlier task, the same fraction of its
+    validation clips as the memory holds of its training clips. Test: tasks
+    ``0..k``.
+
+    A task data policy has one method, ``select(k, memory_ids, loop) -> TaskData``
+    (``loop`` is the :class:`TaskLoop`, for its rows, seed and helpers).
+    """
+
+    def select(self, k, memory_ids, loop):
+        rng = np.random.RandomState(derive_seed(loop.seed, k, "valid-replay"))
+        train = list(loop.task_rows["train"][k]) + [loop.rows_by_id[i] for i in memory_ids]
+        valid_ids = loop._replay_valid(k, memory_ids, rng)
+        valid = list(loop.task_rows["valid"][k]) + [loop.rows_by_id[i] for i in valid_ids]
+        tests = list(range(k + 1))
+        return TaskData(train, valid, tests, {j: loop.task_rows["test"][j] for j in tests})
+
+
 class TaskLoop:
     """Runs a Brain through the tasks of a class-incremental split.
 
@@ -233,6 +282,9 @@ class TaskLoop:
     task_dir_format : str
         Name of task ``k``'s folder under ``save_folder`` (``"task{}"``;
         ``"stage{}"`` for sequential-transfer recipes).
+    task_data_policy : object, optional
+        ``select(k, memory_ids, loop) -> TaskData``: which clips task ``k``
+        trains, validates and is tested on (default :class:`CurrentTaskWithMemory`).
     """
 
     def __init__(
@@ -251,6 +303,7 @@ class TaskLoop:
         task_classes=None,
         stop_after_task=None,
         task_dir_format="task{}",
+        task_data_policy=None,
     ):
         self.brain = brain
         self.task_dir_format = task_dir_format
@@ -264,6 +317,7 @@ class TaskLoop:
         self.eval_loader_kwargs = eval_loader_kwargs or {}
         self.seed = seed
         self.stop_after_task = stop_after_task
+        self.task_data_policy = task_data_policy if task_data_policy is not None else CurrentTaskWithMemory()
         self.n_tasks = len(task_rows["train"])
         self.task_classes = task_classes or [
             sorted({int(r["class_idx"]) for r in rows}) for rows in task_rows["train"]
@@ -437,10 +491,11 @@ class TaskLoop:
         # SpeechBrain registers the brain itself as a recoverable only at init.
         brain.checkpointer.add_recoverable("brain", brain)
 
-        rng = np.random.RandomState(derive_seed(self.seed, k, "valid-replay"))
-        train_rows = list(self.task_rows["train"][k]) + [self.rows_by_id[i] for i in memory_ids]
-        valid_ids = self._replay_valid(k, memory_ids, rng)
-        valid_rows = list(self.task_rows["valid"][k]) + [self.rows_by_id[i] for i in valid_ids]
+        task_data = self.task_data_policy.select(k, memory_ids, self)
+        train_rows, valid_rows = task_data.train, task_data.valid
+        start = time.time()
+        brain.prepare_task_data(self.task_dir(k), task_data)
+        prepare_time = time.time() - start
 
         start = time.time()
         brain.fit(
@@ -458,24 +513,26 @@ class TaskLoop:
             [row for j in range(k + 1) for row in self.task_rows["train"][j]], self.make_dataset, self.eval_loader_kwargs
         )
         confusions = []
-        for j in range(k + 1):
-            acc, confusion = brain.evaluate_accuracy(self.make_dataset(self.task_rows["test"][j], train=False), self.eval_loader_kwargs)
+        tested = task_data.test_tasks
+        for j in tested:
+            acc, confusion = brain.evaluate_accuracy(self.make_dataset(task_data.test[j], train=False), self.eval_loader_kwargs)
             matrix[k, j] = acc
             confusions.append(confusion.tolist())
         test_time = time.time() - start
         logger.info(
             "task %d: test accuracy per task %s",
             k,
-            " ".join(f"{100 * matrix[k, j]:.1f}" for j in range(k + 1)),
+            " ".join(f"{100 * matrix[k, j]:.1f}" for j in tested),
         )
         if if_main_process():
             with open(os.path.join(self.task_dir(k), "test_stats.json"), "w", encoding="utf-8") as f:
-                json.dump({"accuracy": matrix[k, : k + 1].tolist(), "confusion": confusions}, f)
+                json.dump({"accuracy": [matrix[k, j] for j in tested], "tasks": tested, "confusion": confusions}, f)
         return {
             "task": k,
             "classes": list(self.task_classes[k]),
             "n_train": len(train_rows),
             "n_valid": len(valid_rows),
+            "prepare_time_s": prepare_time,
             "train_time_s": train_time,
             "test_time_s": test_time,
             "best_valid": {key: v for key, v in best_meta.items() if isinstance(v, (int, float)) and key != FINAL_CKPT_NAME},
@@ -487,7 +544,10 @@ class TaskLoop:
         extra = {
             "finished_tasks": len(per_task),
             "partial": partial,
-            "time_spent_s": float(sum(t.get("train_time_s", 0) + t.get("test_time_s", 0) + t.get("memory_update_s", 0) for t in per_task)),
+            "time_spent_s": float(sum(
+                t.get("prepare_time_s", 0) + t.get("train_time_s", 0) + t.get("test_time_s", 0) + t.get("memory_update_s", 0)
+                for t in per_task
+            )),
             "per_task": per_task,
             # Wall time of each memory update (published replay results report it).
             "memory_update_s": [t.get("memory_update_s") for t in per_task],

@@ -99,12 +99,15 @@ def drop_bad_clips(hparams, task_rows):
 def build_task_loop(brain, hparams, task_rows):
     """The shared :class:`TaskLoop` configured from hparams."""
     audio = hparams["audio"]
-    # Training sets carry as many crops per clip as the Brain trains on.
+    # Training sets carry as many crops per clip as the Brain trains on; a Brain
+    # whose items are not waveforms (e.g. cached embeddings) builds its own sets.
     n_views = getattr(brain, "n_train_views", 1)
+    brain_make_dataset = getattr(brain, "make_task_dataset", None)
     return TaskLoop(
         brain=brain,
         task_rows=task_rows,
-        make_dataset=lambda rows, train: make_dataset(rows, audio, train, n_views=n_views if train else 1),
+        make_dataset=brain_make_dataset
+        or (lambda rows, train: make_dataset(rows, audio, train, n_views=n_views if train else 1)),
         save_folder=hparams["save_folder"],
         output_folder=hparams["output_folder"],
         recoverables=hparams["checkpoint_recoverables"],
@@ -116,6 +119,7 @@ def build_task_loop(brain, hparams, task_rows):
         task_classes=hparams.get("task_classes"),
         stop_after_task=hparams.get("stop_after_task"),
         task_dir_format=hparams.get("task_dir_format", "task{}"),
+        task_data_policy=hparams.get("task_data_policy"),
     )
 
 

@@ -1,0 +1,502 @@
+"""Linear and kNN evaluation of task-wise encoder checkpoints.
+
+Any recipe that trains an encoder task by task (supervised or self-supervised)
+leaves ``<encoder_output>/save/task{k}/CKPT+final/`` with ``embedding_model``
+and ``normalizer`` files. For each task ``k`` the evaluation loads that frozen
+encoder, trains a linear classifier (or builds a kNN bank) on a training set
+chosen by ``linclf_train_type`` and tests it, which fills row ``k`` of an
+accuracy matrix. The shared :class:`soundcl.continual.TaskLoop` drives it:
+
+* :class:`LinearEvalSets` is the task data policy (which clips task ``k``
+  trains, validates and is tested on: ``seen``, ``subset``, ``buffer``, ``full``);
+* :class:`LinearEvalBrain` loads the encoder at ``begin_task``, computes the
+  embeddings of every clip task ``k`` needs once in ``prepare_task_data`` (kept
+  in memory and in ``<save_folder>/task{k}/embeddings.pt``), and trains the
+  classifier on them: data set items are embeddings, not waveforms;
+* :class:`KnnEvalBrain` replaces training by a cosine kNN vote.
+
+The encoder is frozen and no augmentation is used, so an embedding is a pure
+function of (checkpoint, clip). To keep it so, clips are never zero-padded
+inside the encoder: a batch is split into groups of equal length (convolutions
+see the padding, which moved embeddings by ~20 % of their scale in a test with
+the demo encoder). With ``cache_embeddings: False`` every batch is re-encoded
+at every epoch, as published code did; both paths give the same embeddings.
+"""
+import logging
+import os
+import re
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import speechbrain as sb
+from speechbrain.dataio.sampler import ReproducibleWeightedRandomSampler
+from speechbrain.processing.features import InputNormalization
+from speechbrain.utils.distributed import if_main_process, run_on_main
+
+from soundcl.audio import make_dataset, peak_normalize
+from soundcl.checkpoints import SafeCheckpointer
+from soundcl.continual import FINAL_CKPT_NAME, ContinualBrain, TaskData, derive_seed
+
+logger = logging.getLogger(__name__)
+
+TRAIN_TYPES = ("seen", "subset", "buffer", "full")
+EMBEDDINGS_FILE = "embeddings.pt"
+#: Bumped when the way embeddings are computed changes: older caches are recomputed.
+EMBEDDINGS_VERSION = 1
+UNSEEN_LOGIT = -1e4
+
+
+# ====================================================================== data
+def _parse_num_keep(num_keep):
+    if num_keep in ("all", "All", "ALL", None):
+        return None
+    num_keep = int(num_keep)
+    if num_keep < 0:
+        raise ValueError(f"replay_num_keep must be >= 0 or 'all', got {num_keep}")
+    return num_keep
+
+
+def class_balanced_subset(rows, num_keep, rng):
+    """``num_keep`` clip ids of ``rows``, spread as evenly as possible over their classes.
+
+    Arguments
+    ---------
+    rows : list of manifest rows (``ID``, ``class_idx``)
+    num_keep : int or None (None: all)
+    rng : numpy.random.RandomState
+
+    Returns
+    -------
+    sorted list of ids.
+    """
+    by_class = {}
+    for row in rows:
+        by_class.setdefault(int(row["class_idx"]), []).append(row["ID"])
+    if num_keep is None or num_keep >= len(rows):
+        return sorted(row["ID"] for row in rows)
+    classes = sorted(by_class)
+    quota = {c: 0 for c in classes}
+    left = num_keep
+    # Round-robin in a seeded class order: quotas differ by at most one, and a
+    # class with too few clips leaves its share to the others.
+    order = [classes[i] for i in rng.permutation(len(classes))]
+    while left > 0:
+        for c in order:
+            if left > 0 and quota[c] < len(by_class[c]):
+                quota[c] += 1
+                left -= 1
+    kept = []
+    for c in classes:
+        ids = sorted(by_class[c])
+        kept.extend(rng.choice(ids, size=quota[c], replace=False).tolist())
+    return sorted(kept)
+
+
+class LinearEvalSets:
+    """Task data policy of linear / kNN evaluation (see :class:`soundcl.continual.TaskData`).
+
+    Arguments
+    ---------
+    train_type : str
+        ``seen``: all training clips of tasks ``0..k``;
+        ``subset``: ``num_keep`` clips per task of tasks ``0..k``;
+        ``buffer``: all clips of task ``k`` plus ``num_keep`` per earlier task
+        (the Brain samples it class-balanced);
+        ``full``: all training clips of all tasks, tested on all tasks.
+    num_keep : int or ``'all'``
+        Clips kept per task for ``subset`` / ``buffer`` (class-balanced within
+        the task, the same clips at every later task).
+    with_valid : bool
+        Validation clips (of the tasks trained on) to select the best epoch;
+        False for training-free evaluation.
+    """
+
+    def __init__(self, train_type="seen", num_keep="all", with_valid=True):
+        if train_type not in TRAIN_TYPES:
+            raise ValueError(f"unknown linclf_train_type {train_type!r}: expected one of {', '.join(TRAIN_TYPES)}")
+        self.train_type = train_type
+        self.num_keep = _parse_num_keep(num_keep)
+        self.with_valid = with_valid
+
+    def subset_ids(self, j, loop):
+        """The ``num_keep`` clips kept of task ``j`` (a pure function of seed and task)."""
+        rng = np.random.RandomState(derive_seed(loop.seed, j, "linclf-subset"))
+        return class_balanced_subset(loop.task_rows["train"][j], self.num_keep, rng)
+
+    def train_ids(self, k, loop):
+        """Ids of the training clips of task ``k``, in a deterministic order."""
+        n = loop.n_tasks
+        all_of = lambda j: [row["ID"] for row in loop.task_rows["train"][j]]  # noqa: E731
+        if self.train_type == "seen":
+            return [i for j in range(k + 1) for i in all_of(j)]
+        if self.train_type == "subset":
+            return [i for j in range(k + 1) for i in self.subset_ids(j, loop)]
+        if self.train_type == "buffer":
+            return all_of(k) + [i for j in range(k) for i in self.subset_ids(j, loop)]
+        return [i for j in range(n) for i in all_of(j)]
+
+    def select(self, k, memory_ids, loop):
+        tasks = list(range(loop.n_tasks)) if self.train_type == "full" else list(range(k + 1))
+        by_id = {row["ID"]: row for j in tasks for row in loop.task_rows["train"][j]}
+        train = [by_id[i] for i in self.train_ids(k, loop)]
+        valid = [row for j in tasks for row in loop.task_rows["valid"][j]] if self.with_valid else []
+        return TaskData(train, valid, tasks, {j: loop.task_rows["test"][j] for j in tasks})
+
+    def __repr__(self):
+        keep = "all" if self.num_keep is None else self.num_keep
+        return f"LinearEvalSets(train_type={self.train_type!r}, num_keep={keep})"
+
+
+# ================================================================ checkpoints
+def encoder_tasks_found(checkpoints_dir):
+    """Sorted task indices ``k`` with a ``task{k}`` folder in ``checkpoints_dir``."""
+    if not os.path.isdir(checkpoints_dir):
+        return []
+    found = [re.fullmatch(r"task(\d+)", name) for name in os.listdir(checkpoints_dir)]
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def check_state_dict_shapes(module, path, name):
+    """Raise a ValueError naming both shapes when ``path`` does not fit ``module``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    expected = module.state_dict()
+    if not isinstance(state, dict):
+        return
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not match the {name} of the hparams: parameters missing from the "
+            f"checkpoint {missing[:5]}, unexpected {unexpected[:5]} (is it the same architecture?)"
+        )
+    for key, value in state.items():
+        if hasattr(value, "shape") and tuple(value.shape) != tuple(expected[key].shape):
+            raise ValueError(
+                f"{path}: {name} parameter {key!r} has shape {tuple(value.shape)} in the checkpoint "
+                f"but {tuple(expected[key].shape)} with the hparams (set the encoder hparams, e.g. "
+                f"emb_dim / encoder_channels / n_mels, to those the encoder was trained with)"
+            )
+
+
+def load_final_encoder(checkpoints_dir, task_id, recoverables):
+    """Load the ``CKPT+final`` of ``<checkpoints_dir>/task{task_id}`` into ``recoverables``.
+
+    Arguments
+    ---------
+    checkpoints_dir : str
+        The ``save`` folder of the encoder's run.
+    task_id : int
+    recoverables : dict name -> object (``embedding_model``, ``normalizer``)
+
+    Returns
+    -------
+    The SpeechBrain ``Checkpoint`` loaded.
+    """
+    folder = os.path.join(checkpoints_dir, f"task{task_id}")
+    if not os.path.isdir(folder):
+        found = encoder_tasks_found(checkpoints_dir)
+        raise FileNotFoundError(
+            f"no encoder checkpoint for task {task_id}: expected the folder {folder}; "
+            f"tasks found in {checkpoints_dir}: {found if found else 'none'} "
+            f"(ssl_checkpoints_dir must be the save/ folder of an encoder run with every task finished)"
+        )
+    checkpointer = SafeCheckpointer(folder, recoverables=recoverables)
+    ckpt = checkpointer.find_checkpoint(ckpt_predicate=lambda c: c.meta.get(FINAL_CKPT_NAME))
+    if ckpt is None:
+        raise FileNotFoundError(
+            f"{folder} holds no final checkpoint (CKPT+final): task {task_id} of the encoder run is not finished"
+        )
+    for name, obj in recoverables.items():
+        if name not in ckpt.paramfiles:
+            raise FileNotFoundError(
+                f"{ckpt.path} has no {name}.ckpt (it has {sorted(ckpt.paramfiles)})"
+            )
+        # InputNormalization saves statistics, not a state dict; a feature-size
+        # mismatch is caught by the encoder's input layer.
+        if isinstance(obj, torch.nn.Module) and not isinstance(obj, InputNormalization):
+            check_state_dict_shapes(obj, ckpt.paramfiles[name], name)
+    checkpointer.load_checkpoint(ckpt)
+    return ckpt
+
+
+def _file_stamp(path):
+    stat = os.stat(path)
+    return f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+# ===================================================================== brains
+class LinearEvalBrain(ContinualBrain):
+    """Linear classifier on the frozen encoder of each task.
+
+    modules: ``classifier`` only (the optimiser sees nothing else). hparams:
+    ``compute_features`` (e.g. Fbank), ``mean_var_norm`` (InputNormalization),
+    ``embedding_model``, ``ssl_checkpoints_dir``, ``cache_embeddings``,
+    ``reinit_classifier``, ``linclf_train_type``, ``audio``, ``n_classes``,
+    ``task_classes``, ``seed``, ``epoch_counter``, ``lr_annealing``,
+    ``train_logger``, ``eval_dataloader_opts`` (batches of the embedding pass).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.embedding_ids = {}  # clip id -> row of self.embedding_table
+        self.embedding_table = None  # [n_clips, emb_dim] on CPU
+        self.n_encoded = 0  # clips run through the encoder (all tasks, this process)
+        self._probe = None
+
+    # ---------------------------------------------------------------- encoder
+    @property
+    def front_end(self):
+        return [self.hparams.compute_features, self.hparams.mean_var_norm, self.hparams.embedding_model]
+
+    def begin_task(self, task_id, seen_classes):
+        super().begin_task(task_id, seen_classes)
+        root = self.hparams.ssl_checkpoints_dir
+        n_tasks = len(self.hparams.task_classes)
+        missing = [k for k in range(n_tasks) if not os.path.isdir(os.path.join(root, f"task{k}"))]
+        if missing:
+            found = encoder_tasks_found(root)
+            raise FileNotFoundError(
+                f"no encoder checkpoint for task {missing[0]}: expected the folder "
+                f"{os.path.join(root, f'task{missing[0]}')}; tasks found in {root}: {found if found else 'none'} "
+                f"({n_tasks} tasks in task_classes)"
+            )
+        self.encoder_ckpt = load_final_encoder(
+            root,
+            task_id,
+            {"embedding_model": self.hparams.embedding_model, "normalizer": self.hparams.mean_var_norm},
+        )
+        for module in self.front_end:
+            if isinstance(module, torch.nn.Module):
+                module.to(self.device)
+                module.eval()
+                module.requires_grad_(False)
+        self._probe = None
+        self.embedding_ids, self.embedding_table = {}, None
+        if getattr(self.hparams, "reinit_classifier", True) and "classifier" in self.modules:
+            torch.manual_seed(derive_seed(self.hparams.seed, task_id, "classifier"))
+            for layer in self.modules.classifier.modules():
+                if layer is not self.modules.classifier and hasattr(layer, "reset_parameters"):
+                    layer.reset_parameters()
+        logger.info("task %d: encoder from %s", task_id, self.encoder_ckpt.path)
+
+    @torch.no_grad()
+    def encode(self, wavs, lens):
+        """Embeddings of a batch of waveforms with the frozen encoder.
+
+        Clips are encoded in groups of equal length, never zero-padded, so a
+        clip's embedding does not depend on its batch-mates.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor [batch, samples]
+        lens : torch.Tensor [batch], relative lengths
+
+        Returns
+        -------
+        torch.Tensor [batch, emb_dim] (float32, on wavs' device)
+        """
+        n_samples = torch.round(lens * wavs.shape[1]).long().clamp(min=1)
+        out = None
+        for length in torch.unique(n_samples).tolist():
+            index = (n_samples == length).nonzero(as_tuple=True)[0]
+            group = wavs[index, :length]
+            ones = torch.ones(group.shape[0], device=wavs.device)
+            feats = self.hparams.compute_features(group)
+            feats = self.hparams.mean_var_norm(feats, ones)
+            emb = self.hparams.embedding_model(feats, ones).float()
+            if out is None:
+                out = torch.empty(wavs.shape[0], emb.shape[-1], device=wavs.device)
+            out[index] = emb
+        self.n_encoded += int(wavs.shape[0])
+        return out
+
+    def encoder_fingerprint(self):
+        """What the cached embeddings depend on: the checkpoint files and a probe embedding [1, emb_dim]."""
+        if self._probe is None:
+            generator = torch.Generator().manual_seed(0)
+            wav = peak_normalize(torch.randn(self.hparams.audio.sample_rate, generator=generator))
+            n_encoded = self.n_encoded  # counts data clips only
+            self._probe = self.encode(wav[None].to(self.device), torch.ones(1, device=self.device)).cpu()
+            self.n_encoded = n_encoded
+        stamps = sorted(_file_stamp(path) for path in self.encoder_ckpt.paramfiles.values())
+        return {"version": EMBEDDINGS_VERSION, "checkpoint": stamps}, self._probe
+
+    # ------------------------------------------------------ embedding cache
+    def prepare_task_data(self, task_dir, task_data):
+        # The classifier predicts the classes it is trained on ("full": all of them).
+        self.seen_classes = sorted({int(row["class_idx"]) for row in task_data.train})
+        self._train_labels = None
+        if not self.hparams.cache_embeddings:
+            return
+        rows = {}
+        for row in [*task_data.train, *task_data.valid, *(r for j in task_data.test_tasks for r in task_data.test[j])]:
+            rows.setdefault(row["ID"], row)
+        path = os.path.join(task_dir, EMBEDDINGS_FILE)
+        run_on_main(self._build_embedding_cache, args=[path, list(rows.values())])
+        if not if_main_process():
+            self.embedding_ids, self.embedding_table = self._load_embedding_cache(path)
+
+    def _load_embedding_cache(self, path):
+        """Cached embeddings of ``path`` if they were made by the current encoder, else {}."""
+        if not os.path.exists(path):
+            return {}, None
+        try:
+            cache = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # a damaged cache is recomputed, never trusted
+            logger.warning("ignoring unreadable embedding cache %s: %s", path, err)
+            return {}, None
+        key, probe = self.encoder_fingerprint()
+        if cache.get("key") != key or not torch.allclose(cache["probe"], probe, atol=1e-5, rtol=1e-4):
+            logger.info("embedding cache %s was made by another encoder: recomputing it", path)
+            return {}, None
+        return {clip_id: i for i, clip_id in enumerate(cache["ids"])}, cache["embeddings"]
+
+    def _build_embedding_cache(self, path, rows):
+        """Embeddings of every clip of ``rows`` with the current encoder, computed once."""
+        ids, table = self._load_embedding_cache(path)
+        todo = [row for row in rows if row["ID"] not in ids]
+        if todo:
+            logger.info("task %d: encoding %d clips (%d cached)", self.task_id, len(todo), len(rows) - len(todo))
+            new_ids, new_table = self.embed_rows(todo)
+            offset = 0 if table is None else table.shape[0]
+            ids.update({clip_id: offset + i for i, clip_id in enumerate(new_ids)})
+            table = new_table if table is None else torch.cat([table, new_table])
+            key, probe = self.encoder_fingerprint()
+            ordered = sorted(ids, key=ids.get)
+            tmp = f"{path}.tmp"
+            torch.save({"key": key, "probe": probe, "ids": ordered, "embeddings": table}, tmp)
+            os.replace(tmp, path)  # a kill mid-write leaves the previous cache or none
+        else:
+            logger.info("task %d: all %d embeddings found in %s", self.task_id, len(rows), path)
+        self.embedding_ids, self.embedding_table = ids, table
+
+    def embed_rows(self, rows):
+        """Encode manifest rows (full clips) in batches sorted by length.
+
+        Returns (ids in the order encoded, embeddings [n_rows, emb_dim] on CPU).
+        """
+        rows = sorted(rows, key=lambda r: (float(r["duration"]), r["ID"]))
+        dataset = make_dataset(rows, self.hparams.audio, train=False)
+        loader = sb.dataio.dataloader.make_dataloader(dataset, **dict(self.hparams.eval_dataloader_opts))
+        ids, chunks = [], []
+        for batch in loader:
+            batch = batch.to(self.device)
+            wavs, lens = batch.sig
+            chunks.append(self.encode(wavs, lens).cpu())
+            ids.extend(batch.id)
+        return ids, torch.cat(chunks)
+
+    def make_task_dataset(self, rows, train):
+        """Data set of the task loop: items ``id``, ``emb`` [emb_dim] (cached) or ``sig``, ``class_idx``."""
+        if not self.hparams.cache_embeddings:
+            # Full clips, no crops, no augmentation: the same input as the cache.
+            return make_dataset(rows, self.hparams.audio, train=False)
+        data = {row["ID"]: dict(row) for row in rows}
+        missing = [i for i in data if i not in self.embedding_ids]
+        if missing:
+            raise KeyError(f"no cached embedding for {len(missing)} clips, e.g. {missing[:3]}")
+        dataset = sb.dataio.dataset.DynamicItemDataset(data)
+        ids, table = self.embedding_ids, self.embedding_table
+
+        @sb.utils.data_pipeline.takes("id")
+        @sb.utils.data_pipeline.provides("emb")
+        def lookup(clip_id):
+            return table[ids[clip_id]]
+
+        sb.dataio.dataset.add_dynamic_item([dataset], lookup)
+        sb.dataio.dataset.set_output_keys([dataset], ["id", "emb", "class_idx"])
+        return dataset
+
+    def batch_embeddings(self, batch):
+        """[batch, emb_dim] embeddings of a batch: cached, or encoded now."""
+        if hasattr(batch, "emb"):
+            return batch.emb.data
+        wavs, lens = batch.sig
+        return self.encode(wavs, lens)
+
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        if stage == sb.Stage.TRAIN and self.hparams.linclf_train_type == "buffer":
+            # Class-balanced sampling: the current task has all its clips, the
+            # buffer few of each earlier class.
+            labels = [int(dataset.data[i]["class_idx"]) for i in dataset.data_ids]
+            counts = np.bincount(labels)
+            weights = [1.0 / counts[c] for c in labels]
+            loader_kwargs.pop("shuffle", None)
+            self.train_sampler = ReproducibleWeightedRandomSampler(
+                weights, num_samples=len(labels), replacement=True,
+                seed=derive_seed(self.hparams.seed, self.task_id, "balanced"),
+            )
+            loader_kwargs["sampler"] = self.train_sampler
+        return super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+
+    # ------------------------------------------------------------- training
+    def compute_forward(self, batch, stage):
+        """Logits [batch, n_classes], classes not trained on masked."""
+        batch = batch.to(self.device)
+        logits = self.modules.classifier(self.batch_embeddings(batch))
+        return logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT)
+
+    def compute_objectives(self, logits, batch, stage):
+        targets = torch.as_tensor(batch.class_idx, dtype=torch.long, device=logits.device)
+        loss = F.cross_entropy(logits.float(), targets)
+        if stage != sb.Stage.TRAIN:
+            self.record_predictions(logits.detach(), targets)
+        return loss
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        stats = {"loss": stage_loss}
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            return
+        stats["acc"] = self.stage_accuracy()
+        self.last_stage_stats = stats
+        if stage == sb.Stage.VALID:
+            old_lr, new_lr = self.hparams.lr_annealing(epoch)
+            sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
+            self.hparams.train_logger.log_stats(
+                stats_meta={"task": self.task_id, "epoch": epoch, "lr": old_lr},
+                train_stats=getattr(self, "train_stats", None),
+                valid_stats=stats,
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"acc": stats["acc"], "loss": stats["loss"]}, max_keys=["acc"], num_to_keep=1
+            )
+
+
+class KnnEvalBrain(LinearEvalBrain):
+    """Training-free evaluation: cosine k-nearest-neighbour vote over the training embeddings.
+
+    hparams: those of :class:`LinearEvalBrain` and ``knn_k``. "Fitting" stores
+    the L2-normalised training embeddings; a test clip takes the majority class
+    of its ``knn_k`` most similar training clips (ties: larger summed similarity).
+    """
+
+    def fit(self, epoch_counter, train_set, valid_set=None, progressbar=None, train_loader_kwargs={}, valid_loader_kwargs={}):
+        loader = self.make_dataloader(train_set, sb.Stage.TEST, ckpt_prefix=None, **dict(valid_loader_kwargs))
+        embeddings, labels = [], []
+        for batch in loader:
+            batch = batch.to(self.device)
+            embeddings.append(F.normalize(self.batch_embeddings(batch).float(), dim=-1))
+            labels.append(torch.as_tensor(batch.class_idx, dtype=torch.long, device=self.device))
+        self.bank = torch.cat(embeddings)  # [n_train, emb_dim]
+        self.bank_labels = torch.cat(labels)  # [n_train]
+
+    def compute_forward(self, batch, stage):
+        """Vote scores [batch, n_classes]: neighbour count + a tie-breaking similarity term < 1."""
+        batch = batch.to(self.device)
+        query = F.normalize(self.batch_embeddings(batch).float(), dim=-1)
+        k = min(int(self.hparams.knn_k), self.bank.shape[0])
+        sims, index = (query @ self.bank.T).topk(k, dim=-1)  # [batch, k]
+        votes = 1.0 + (sims + 1.0) / (2.0 * (k + 1))
+        scores = torch.zeros(query.shape[0], self.hparams.n_classes, device=query.device)
+        return scores.scatter_add_(1, self.bank_labels[index], votes)
+
+    def compute_objectives(self, scores, batch, stage):
+        targets = torch.as_tensor(batch.class_idx, dtype=torch.long, device=scores.device)
+        self.record_predictions(scores, targets)
+        return torch.zeros((), device=scores.device)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        self.last_stage_stats = {"acc": self.stage_accuracy()}
