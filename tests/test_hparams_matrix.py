@@ -162,7 +162,7 @@ def _preview(hparams_path, argv):
 
 
 def _run_cell(hparams_rel, argv):
-    """Run ``recipes/<recipe>.py`` in-process on ``argv``; return its results.json."""
+    """Run ``recipes/<recipe>.py`` in-process on ``argv``; return (results.json, output folder)."""
     recipe = os.path.basename(hparams_rel)[:-len(".yaml")]
     script = os.path.join(REPO_ROOT, "recipes", f"{recipe}.py")
     assert os.path.isfile(script), f"{hparams_rel} has no recipe script recipes/{recipe}.py"
