@@ -23,11 +23,11 @@ def shared_data_dir():
 
 @pytest.fixture(scope="session")
 def synth_data_folder(tmp_path_factory):
-    """The embedded synthetic data set, generated once per test session (small)."""
+    """The embedded synthetic data set, generated once per test session (the demo size: 8 clips per class and fold)."""
     from soundcl.data import synthetic
 
     folder = tmp_path_factory.mktemp("synth") / "UrbanSound8K"
-    return str(synthetic.generate(str(folder), clips_per_class_per_fold=4, seed=1234))
+    return str(synthetic.generate(str(folder), clips_per_class_per_fold=8, seed=1234))
 
 
 #: Overrides that make a recipe tiny: 3 tasks of 2 classes, a 2-block CNN.
@@ -57,7 +57,7 @@ def recipe_argv(hparams_rel, output_base, data_folder, *extra):
         f"--audio_cache={output_base}/audio_cache",
         *TINY_OVERRIDES,
         # The synthetic recipes would otherwise regenerate the shared fixture data.
-        *(["--clips_per_class_per_fold=4"] if "hparams/synth/" in hparams_rel else []),
+        *(["--clips_per_class_per_fold=8"] if "hparams/synth/" in hparams_rel else []),
         *extra,
     ]:
         options[option.split("=", 1)[0]] = option

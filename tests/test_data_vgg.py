@@ -207,3 +207,21 @@ def test_task_split_errors_and_layout_errors(vgg_mini, tmp_path):
         vgg.prepare(vgg_mini, str(tmp_path / "s4"), audio_dirname="clips")
     with pytest.raises(FileNotFoundError, match="skip_prep=True"):
         vgg.prepare(vgg_mini, str(tmp_path / "s5"), skip_prep=True)
+
+
+def test_unreadable_clip_is_skipped_and_listed_or_an_error(vgg_mini, tmp_path):
+    folder = _copy(vgg_mini, tmp_path)
+    entries, _ = vgg.read_metadata(os.path.join(folder, "vggsound.csv"))
+    victim = next(e for e in entries if e["split"] == "train"
+                  and os.path.exists(os.path.join(folder, "audio", vgg.clip_stem(e["youtube_id"], e["start"]) + ".wav")))
+    stem = vgg.clip_stem(victim["youtube_id"], victim["start"])
+    with open(os.path.join(folder, "audio", stem + ".wav"), "wb") as f:
+        f.write(b"not a wav file at all")
+    with pytest.raises(RuntimeError, match="1 VGGSound clips cannot be read"):
+        vgg.prepare(folder, str(tmp_path / "save_error"), n_tasks=2, on_bad_audio="error")
+    save = str(tmp_path / "save_skip")
+    result = vgg.prepare(folder, save, n_tasks=2)  # skip: the default
+    ids = {r["ID"] for rows in _all_rows(result).values() for r in rows}
+    assert stem not in ids and len(ids) == N_CLASSES * (TRAIN_PER_CLASS + TEST_PER_CLASS) - 1
+    with open(os.path.join(save, common.UNREADABLE_LIST_FILE), encoding="utf-8") as f:
+        assert stem in f.read()  # picked up by the run's bad_audio_report.csv

@@ -14,7 +14,7 @@ from soundcl.replay import ReplayBrain, run
 from soundcl.recipe import main
 
 HPARAMS = "hparams/synth/replay_train.yaml"
-#: 3 tasks of 2 classes (64 training clips each), tiny CNN, memory of 24 clips.
+#: 3 tasks of 2 classes (128 training clips each), tiny CNN, memory of 24 clips.
 TINY = [
     "--task_classes=[[0,1],[2,3],[4,5]]",
     "--number_of_epochs=3",
@@ -56,7 +56,7 @@ def test_every_policy_fills_the_memory_and_records_its_time(all_runs):
         assert results["memory_update_s"] == [t["memory_update_s"] for t in per_task]
         for task in per_task:
             assert task["memory_update_s"] >= 0
-            # 64 training clips per task: the memory is full from task 0 on.
+            # 128 training clips per task: the memory is full from task 0 on.
             assert task["memory_size"] == (0 if name == "finetune" else 24), (name, task)
         if name.startswith(("prototype", "uncertainty")):
             # Class-balanced: 24 // 6 = 4 clips per class after the last task.
@@ -82,7 +82,7 @@ def test_replay_forgets_less_than_finetune(all_runs):
 def test_reservoir_state_is_saved_with_the_task(all_runs):
     base, _ = all_runs
     state = json.loads((base / "reservoir" / "1986" / "save" / "task1" / "task_state.json").read_text())
-    assert state["policy_state"] == {"n_seen": 128}
+    assert state["policy_state"] == {"n_seen": 256}
     assert len(state["memory"]) == 24
 
 

@@ -34,6 +34,7 @@ from soundcl.data.common import (
     clear_prep_done,
     digest_strings,
     format_file_list,
+    handle_unreadable,
     list_files,
     mark_prep_done,
     prep_is_current,
@@ -77,6 +78,7 @@ def prepare(
     audio_dirname=DEFAULT_AUDIO_DIRNAME,
     metadata_file=None,
     skip_prep=False,
+    on_bad_audio="skip",
 ):
     """Write per-task train/valid/test manifests for VGGSound.
 
@@ -107,6 +109,9 @@ def prepare(
         The clip list; default ``<data_folder>/vggsound.csv``.
     skip_prep : bool
         If True, write and check nothing; return what the earlier preparation wrote.
+    on_bad_audio : str
+        Clips on disk that soundfile cannot read: ``"skip"`` (default; like absent
+        clips, they are left out and listed) or ``"error"`` (raise, listing them).
 
     Returns
     -------
@@ -121,6 +126,8 @@ def prepare(
     ValueError
         Malformed metadata, bad task split, or no class left after
         ``min_clips_per_class``.
+    RuntimeError
+        Unreadable clips under ``on_bad_audio="error"``.
     """
     data_folder = os.path.abspath(data_folder)
     save_folder = os.path.abspath(save_folder)
@@ -208,6 +215,8 @@ def prepare(
     durations, unreadable = probe_durations(
         [os.path.join(audio_folder, e["relpath"]) for e in used], "VGGSound clips"
     )
+    # Under skip it also lists them for the run's bad-audio report.
+    handle_unreadable(unreadable, "VGGSound clips", on_bad_audio, save_folder)
     rows_by_original = {split: [] for split in ORIGINAL_SPLITS}
     for entry in used:
         wav = os.path.join(audio_folder, entry["relpath"])

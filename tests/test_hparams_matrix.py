@@ -1,0 +1,252 @@
+"""The hparams matrix: every ``hparams/<dataset>/<recipe>.yaml`` runs end to end.
+
+Each YAML found on disk is one cell. It runs through its recipe script
+(``recipes/<recipe>.py``, in-process, as ``python recipes/<recipe>.py <yaml> ...``
+would) with ``data_folder`` pointed at a generated miniature of its data set
+(:mod:`soundcl.data.miniatures`, made once per session) and tiny overrides
+(1 epoch, 2-block CNN, 2 tasks of 2 classes). An override is passed only when the
+YAML has the key, so YAMLs of any recipe, added by anyone, are picked up as they are.
+
+Recipes that evaluate another run's encoder (``ssl_checkpoints_dir``) get the
+``save`` folder of a tiny ``sup_train`` run on the same data set, made once.
+"""
+
+import glob
+import json
+import math
+import os
+import runpy
+import sys
+
+import pytest
+import ruamel.yaml
+import torch
+
+import speechbrain as sb
+
+from conftest import REPO_ROOT
+from soundcl import config
+from soundcl.data import miniatures
+
+HPARAMS_FILES = sorted(
+    os.path.relpath(path, REPO_ROOT).replace(os.sep, "/")
+    for path in glob.glob(os.path.join(REPO_ROOT, "hparams", "*", "*.yaml"))
+)
+
+#: Data-set folder name -> maker of its miniature in ``folder`` (``synth`` uses the
+#: ``synth_data_folder`` fixture). Sizes are the smallest that give every split of
+#: every task at least a couple of clips.
+MINIATURE_MAKERS = {
+    "us8k": lambda folder, shared: miniatures.make_us8k(folder, shared),
+    "esc50": lambda folder, shared: miniatures.make_esc50(folder, shared, n_classes=4),
+    "tau19": lambda folder, shared: miniatures.make_tau19(folder, shared),
+    "tau22": lambda folder, shared: miniatures.make_tau22(folder, shared),
+    "cochl": lambda folder, shared: miniatures.make_cochl(folder),
+    "vgg": lambda folder, shared: miniatures.make_vgg(folder, shared, n_classes=VGG_MINIATURE_CLASSES),
+}
+
+#: The VGGSound miniature keeps 6 of the 309 classes; its cells size the classifier
+#: (and the 309 x 309 confusion matrices written per task) to those.
+VGG_MINIATURE_CLASSES = 6
+
+#: Two tasks of two classes; indices exist in every miniature (for VGGSound they
+#: index the miniature's own sorted classes).
+TASK_CLASSES = [[0, 1], [2, 3]]
+
+#: Tiny values, each passed only when the YAML has the key.
+TINY_VALUES = {
+    "number_of_epochs": "1",
+    "encoder_channels": "[8,16]",
+    "emb_dim": "32",
+    "n_mels": "32",
+    "bcresnet_c": "1",  # BC-ResNet width (emb_dim 32 = 32 * c)
+    "task_classes": json.dumps(TASK_CLASSES).replace(" ", ""),
+    "n_tasks": str(len(TASK_CLASSES)),
+    "train_folds": "[1,2]",  # fold-based sets (UrbanSound8K layout): 2 of the 8 training folds
+    "batch_size": "4",
+    "train_duration": "0.5",
+    "warmup_epochs": "0",
+    "knn_k": "3",
+    "ckpt_interval_minutes": "0",
+    "stop_after_task": "null",
+}
+
+#: Encoder recipes whose ``save`` folder an ``ssl_checkpoints_dir`` can point to, in
+#: order of preference.
+ENCODER_RECIPES = ("sup_train", "simclr_train", "supclr_train", "simsiam_train")
+
+
+def _cell_id(hparams_rel):
+    dataset, name = hparams_rel.split("/")[-2:]
+    return f"{dataset}-{name[:-len('.yaml')]}"
+
+
+def _top_level_keys(hparams_path):
+    """Top-level keys of a YAML, read as text (no tag or reference is resolved)."""
+    with open(hparams_path, encoding="utf-8") as fin:
+        return [line.split(":", 1)[0] for line in fin if line[:1].isalpha() and ":" in line]
+
+
+def _placeholders(hparams_path):
+    with open(hparams_path, encoding="utf-8") as fin:
+        return [line.split(":", 1)[0] for line in fin
+                if line[:1].isalpha() and "!PLACEHOLDER" in line.split("#", 1)[0]]
+
+
+def _yaml_flow(value):
+    """A plain previewed value as a one-line YAML flow value."""
+    return json.dumps(json.loads(json.dumps(value, default=str)))
+
+
+@pytest.fixture(scope="session")
+def matrix_workspace(tmp_path_factory):
+    """Session state shared by the cells: miniature folders, encoder runs, audio cache."""
+    root = tmp_path_factory.mktemp("matrix")
+    return {"root": root, "miniatures": {}, "encoders": {}, "audio_cache": str(root / "audio_cache")}
+
+
+def _miniature(workspace, dataset, request):
+    """The folder of ``dataset``'s miniature, made on first use."""
+    if dataset not in workspace["miniatures"]:
+        if dataset == "synth":
+            folder = request.getfixturevalue("synth_data_folder")
+        elif dataset in MINIATURE_MAKERS:
+            target = str(workspace["root"] / "data" / dataset)
+            folder = MINIATURE_MAKERS[dataset](target, miniatures.default_shared_data_dir())
+        else:
+            pytest.fail(f"hparams/{dataset}/: no miniature maker for data set {dataset!r}; "
+                        f"add it to MINIATURE_MAKERS in {__file__}")
+        workspace["miniatures"][dataset] = str(folder)
+    return workspace["miniatures"][dataset]
+
+
+def _tiny_argv(hparams_rel, workspace, output_base, request, extra=()):
+    """argv of a tiny run of ``hparams_rel``: every applicable override, nothing else."""
+    hparams_path = os.path.join(REPO_ROOT, hparams_rel)
+    dataset = hparams_rel.split("/")[-2]
+    keys = set(_top_level_keys(hparams_path))
+    options = {"output_base": str(output_base)}
+    if "audio_cache" in keys:
+        options["audio_cache"] = workspace["audio_cache"]
+    # data_folder is this data set; <name>_folder keys (e.g. cochl_folder of a transfer
+    # recipe) are the data set called <name>.
+    if "data_folder" in keys:
+        options["data_folder"] = _miniature(workspace, dataset, request)
+    for key in keys:
+        name = key[:-len("_folder")] if key.endswith("_folder") else None
+        if name in MINIATURE_MAKERS or name == "synth":
+            options[key] = _miniature(workspace, name, request)
+    options.update({key: value for key, value in TINY_VALUES.items() if key in keys})
+    if dataset == "vgg" and "n_classes" in keys:
+        options["n_classes"] = str(VGG_MINIATURE_CLASSES)
+    if dataset == "synth" and "clips_per_class_per_fold" in keys:
+        options["clips_per_class_per_fold"] = "4"  # the fixture's data, not a regeneration
+    options.update(extra)
+    unfilled = [key for key in _placeholders(hparams_path) if key not in options]
+    if unfilled:
+        pytest.skip(f"{hparams_rel}: no miniature for the !PLACEHOLDER keys {unfilled}")
+
+    # Loader options are whole mappings: keep the YAML's, with no worker processes.
+    argv = [f"--{key}={value}" for key, value in options.items()]
+    preview = _preview(hparams_path, argv)
+    for key in keys:
+        if key.endswith("_dataloader_opts") and isinstance(preview.get(key), dict):
+            loader = dict(preview[key], num_workers=0)
+            argv.append(f"--{key}={_yaml_flow(loader)}")
+    return [hparams_path, *argv, "--noprogressbar"]
+
+
+def _preview(hparams_path, argv):
+    _, _, overrides = sb.parse_arguments([hparams_path, *argv])
+    return config.preview_hparams(hparams_path, overrides)
+
+
+def _run_cell(hparams_rel, argv):
+    """Run ``recipes/<recipe>.py`` in-process on ``argv``; return (results.json, output folder)."""
+    recipe = os.path.basename(hparams_rel)[:-len(".yaml")]
+    script = os.path.join(REPO_ROOT, "recipes", f"{recipe}.py")
+    assert os.path.isfile(script), f"{hparams_rel} has no recipe script recipes/{recipe}.py"
+    saved_argv, saved_threads = sys.argv, torch.get_num_threads()
+    sys.argv = [script, *argv]
+    # Tiny models run faster on one thread than on several (less sync overhead).
+    torch.set_num_threads(1)
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as stop:
+        if stop.code not in (None, 0):
+            pytest.fail(f"{hparams_rel}: the recipe exited with {stop.code}")
+    finally:
+        sys.argv = saved_argv
+        torch.set_num_threads(saved_threads)
+    output_folder = str(_preview(argv[0], [a for a in argv[1:] if a != "--noprogressbar"])["output_folder"])
+    results_file = os.path.join(output_folder, "results.json")
+    assert os.path.isfile(results_file), f"{hparams_rel}: no results.json in {output_folder}"
+    with open(results_file, encoding="utf-8") as fin:
+        return json.load(fin), output_folder
+
+
+def _encoder_save_folder(dataset, workspace, request):
+    """``save`` folder of a tiny encoder run on ``dataset`` (run once per session)."""
+    if dataset not in workspace["encoders"]:
+        candidates = [f"hparams/{dataset}/{name}.yaml" for name in ENCODER_RECIPES]
+        available = [rel for rel in candidates if os.path.isfile(os.path.join(REPO_ROOT, rel))]
+        if not available:
+            pytest.skip(f"hparams/{dataset}/ has no encoder recipe ({', '.join(ENCODER_RECIPES)}) "
+                        "whose checkpoints ssl_checkpoints_dir could point to")
+        output_base = workspace["root"] / "encoders" / dataset
+        _, output_folder = _run_cell(available[0], _tiny_argv(available[0], workspace, output_base, request))
+        workspace["encoders"][dataset] = os.path.join(output_folder, "save")
+    return workspace["encoders"][dataset]
+
+
+@pytest.mark.parametrize("hparams_rel", HPARAMS_FILES, ids=[_cell_id(p) for p in HPARAMS_FILES])
+def test_cell_runs_end_to_end_on_its_miniature(hparams_rel, matrix_workspace, request, tmp_path):
+    dataset = hparams_rel.split("/")[-2]
+    keys = set(_top_level_keys(os.path.join(REPO_ROOT, hparams_rel)))
+    extra = {}
+    if "ssl_checkpoints_dir" in keys:
+        extra["ssl_checkpoints_dir"] = _encoder_save_folder(dataset, matrix_workspace, request)
+
+    results, _ = _run_cell(hparams_rel, _tiny_argv(hparams_rel, matrix_workspace, tmp_path, request, extra))
+
+    assert not results.get("partial"), results
+    matrix = results["accuracy_matrix"]
+    if "task_classes" in keys:
+        assert len(matrix) == len(TASK_CLASSES), matrix
+    for k, row in enumerate(matrix):
+        # Every task is tested on itself once learnt: a real number, not NaN.
+        assert row[k] is not None and math.isfinite(row[k]) and 0.0 <= row[k] <= 1.0, matrix
+    for k, task in enumerate(results.get("per_task", [])):
+        if "n_train" in task:
+            assert task["n_train"] > 0, f"task {k} trained on no clip of the miniature"
+
+
+def test_every_data_set_folder_has_a_miniature():
+    datasets = {rel.split("/")[-2] for rel in HPARAMS_FILES}
+    assert datasets >= {"synth", "us8k", "vgg", "cochl", "tau22"}, datasets
+    assert datasets - {"synth"} <= set(MINIATURE_MAKERS), datasets - set(MINIATURE_MAKERS)
+
+
+def test_readme_lists_every_cell_with_its_command():
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as fin:
+        readme = fin.read()
+    for rel in HPARAMS_FILES:
+        recipe = os.path.basename(rel)[:-len(".yaml")]
+        assert f"recipes/{recipe}.py {rel}" in readme, f"README.md lacks the command of {rel}"
+
+
+def test_new_data_set_yamls_have_the_data_sets_properties():
+    """Sample rate, class count and clip length of each data set, as the corpora have them."""
+    expected = {"vgg": (16000, 309, 10.0), "cochl": (44100, 13, 10.0), "tau22": (44100, 10, 1.0)}
+    for rel in HPARAMS_FILES:
+        dataset = rel.split("/")[-2]
+        if dataset not in expected or os.path.basename(rel)[:-5] not in ENCODER_RECIPES:
+            continue
+        with open(os.path.join(REPO_ROOT, rel), encoding="utf-8") as fin:
+            raw = ruamel.yaml.YAML(typ="rt").load(fin)
+        sample_rate, n_classes, clip_seconds = expected[dataset]
+        assert raw["sample_rate"] == sample_rate, rel
+        assert raw["n_classes"] == n_classes, rel
+        assert 0 < raw["train_duration"] <= clip_seconds, rel
+        assert raw["on_bad_audio"] == "error" and raw["check_audio"] is True, rel
+        assert raw["deterministic"] is False, rel
