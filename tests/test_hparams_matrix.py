@@ -39,7 +39,9 @@ HPARAMS_FILES = sorted(
 MINIATURE_MAKERS = {
     "us8k": lambda folder, shared: miniatures.make_us8k(folder, shared),
     "esc50": lambda folder, shared: miniatures.make_esc50(folder, shared, n_classes=4),
-    "tau19": lambda folder, shared: miniatures.make_tau19(folder, shared),
+    # 5 clips per scene: 7 and 8 training clips per task, so batches of 4 are never empty
+    # with drop_last (contrastive recipes) nor of one clip (BatchNorm) without it.
+    "tau19": lambda folder, shared: miniatures.make_tau19(folder, shared, clips_per_class=5),
     "tau22": lambda folder, shared: miniatures.make_tau22(folder, shared),
     "cochl": lambda folder, shared: miniatures.make_cochl(folder),
     "vgg": lambda folder, shared: miniatures.make_vgg(folder, shared, n_classes=VGG_MINIATURE_CLASSES),
