@@ -56,29 +56,16 @@ class ContinualFeatureBrain(ContinualBrain):
         return self.modules.embedding_model(self.compute_feats(wavs, lens, stage), lens)
 
 
-class SupervisedBrain(ContinualFeatureBrain):
-    """Supervised class-incremental training: cross-entropy over the seen classes.
+class ClassifierStages:
+    """Objectives and epoch ends of every Brain that trains a classifier over the seen classes.
 
-    hparams: ``use_mixup``, ``mixup_alpha``, ``lr_annealing`` (called with the
-    validation accuracy error at each epoch end), ``train_logger``.
+    ``compute_forward`` returns ``(logits [batch, n_classes], perm, lam)``
+    (``perm=None`` without mixup). hparams: ``lr_annealing``, ``train_logger``.
     """
 
     def set_learning_rate(self, lr):
         """Apply the annealed learning rate (subclasses with parameter groups scale theirs)."""
         sb.nnet.schedulers.update_learning_rate(self.optimizer, lr)
-
-    def compute_forward(self, batch, stage):
-        """Returns logits [batch, n_classes] with unseen classes masked, and mixup info."""
-        batch = batch.to(self.device)
-        wavs, lens = batch.sig
-        feats = self.compute_feats(wavs, lens, stage)
-        perm, lam = None, 1.0
-        if stage == sb.Stage.TRAIN and self.hparams.use_mixup:
-            feats, perm, lam = mixup(feats, self.hparams.mixup_alpha)
-        emb = self.modules.embedding_model(feats, lens)
-        logits = self.modules.classifier(emb)
-        logits = logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT)
-        return logits, perm, lam
 
     def compute_objectives(self, predictions, batch, stage):
         logits, perm, lam = predictions
@@ -106,3 +93,24 @@ class SupervisedBrain(ContinualFeatureBrain):
             self.checkpointer.save_and_keep_only(
                 meta={"acc": stats["acc"], "loss": stats["loss"]}, max_keys=["acc"], num_to_keep=1
             )
+
+
+class SupervisedBrain(ClassifierStages, ContinualFeatureBrain):
+    """Supervised class-incremental training: cross-entropy over the seen classes.
+
+    hparams: ``use_mixup``, ``mixup_alpha``, ``lr_annealing`` (called with the
+    validation accuracy error at each epoch end), ``train_logger``.
+    """
+
+    def compute_forward(self, batch, stage):
+        """Returns logits [batch, n_classes] with unseen classes masked, and mixup info."""
+        batch = batch.to(self.device)
+        wavs, lens = batch.sig
+        feats = self.compute_feats(wavs, lens, stage)
+        perm, lam = None, 1.0
+        if stage == sb.Stage.TRAIN and self.hparams.use_mixup:
+            feats, perm, lam = mixup(feats, self.hparams.mixup_alpha)
+        emb = self.modules.embedding_model(feats, lens)
+        logits = self.modules.classifier(emb)
+        logits = logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT)
+        return logits, perm, lam

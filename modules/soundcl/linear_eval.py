@@ -36,6 +36,8 @@ from speechbrain.processing.features import InputNormalization
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from soundcl.audio import make_dataset, peak_normalize
+from soundcl.brains import UNSEEN_LOGIT, ClassifierStages
+from soundcl.memory import _parse_num_keep
 from soundcl.checkpoints import SafeCheckpointer
 from soundcl.continual import FINAL_CKPT_NAME, ContinualBrain, TaskData, derive_seed
 
@@ -45,19 +47,9 @@ TRAIN_TYPES = ("seen", "subset", "buffer", "full")
 EMBEDDINGS_FILE = "embeddings.pt"
 #: Bumped when the way embeddings are computed changes: older caches are recomputed.
 EMBEDDINGS_VERSION = 1
-UNSEEN_LOGIT = -1e4
 
 
 # ====================================================================== data
-def _parse_num_keep(num_keep):
-    if num_keep in ("all", "All", "ALL", None):
-        return None
-    num_keep = int(num_keep)
-    if num_keep < 0:
-        raise ValueError(f"replay_num_keep must be >= 0 or 'all', got {num_keep}")
-    return num_keep
-
-
 def class_balanced_subset(rows, num_keep, rng):
     """``num_keep`` clip ids of ``rows``, spread as evenly as possible over their classes.
 
@@ -227,7 +219,7 @@ def _file_stamp(path):
 
 
 # ===================================================================== brains
-class LinearEvalBrain(ContinualBrain):
+class LinearEvalBrain(ClassifierStages, ContinualBrain):
     """Linear classifier on the frozen encoder of each task.
 
     modules: ``classifier`` only (the optimiser sees nothing else). hparams:
@@ -436,33 +428,7 @@ class LinearEvalBrain(ContinualBrain):
         """Logits [batch, n_classes], classes not trained on masked."""
         batch = batch.to(self.device)
         logits = self.modules.classifier(self.batch_embeddings(batch))
-        return logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT)
-
-    def compute_objectives(self, logits, batch, stage):
-        targets = torch.as_tensor(batch.class_idx, dtype=torch.long, device=logits.device)
-        loss = F.cross_entropy(logits.float(), targets)
-        if stage != sb.Stage.TRAIN:
-            self.record_predictions(logits.detach(), targets)
-        return loss
-
-    def on_stage_end(self, stage, stage_loss, epoch=None):
-        stats = {"loss": stage_loss}
-        if stage == sb.Stage.TRAIN:
-            self.train_stats = stats
-            return
-        stats["acc"] = self.stage_accuracy()
-        self.last_stage_stats = stats
-        if stage == sb.Stage.VALID:
-            old_lr, new_lr = self.hparams.lr_annealing(epoch)
-            sb.nnet.schedulers.update_learning_rate(self.optimizer, new_lr)
-            self.hparams.train_logger.log_stats(
-                stats_meta={"task": self.task_id, "epoch": epoch, "lr": old_lr},
-                train_stats=getattr(self, "train_stats", None),
-                valid_stats=stats,
-            )
-            self.checkpointer.save_and_keep_only(
-                meta={"acc": stats["acc"], "loss": stats["loss"]}, max_keys=["acc"], num_to_keep=1
-            )
+        return logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT), None, 1.0
 
 
 class KnnEvalBrain(LinearEvalBrain):
