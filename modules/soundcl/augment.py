@@ -7,7 +7,6 @@ reseeds from (seed, task, epoch): reruns draw the same augmentations.
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 
 def _check_range(name, value):

@@ -19,7 +19,6 @@ class and fill the leftover slots at random. Embeddings and predictions are
 computed in batches under ``torch.no_grad()``, once per candidate, with the
 brain's modules on the brain's device.
 """
-import numpy as np
 import torch
 
 import speechbrain as sb

@@ -19,6 +19,7 @@ import logging
 import os
 
 from soundcl.data.common import (
+    plan_tasks,
     handle_unreadable,
     clear_prep_done,
     digest_strings,
@@ -27,9 +28,7 @@ from soundcl.data.common import (
     mark_prep_done,
     prep_is_current,
     probe_durations,
-    resolve_task_classes,
     result_without_prep,
-    task_manifest_paths,
     unreadable_files_error,
     write_dataset_info,
     write_task_manifests,
@@ -139,16 +138,8 @@ def prepare(
         if empty:
             logger.warning("CochlScene: no wav file in %s for classes %s", SPLIT_FOLDERS[split], empty)
 
-    if task_classes is None and n_tasks is None:
-        n_tasks = DEFAULT_N_TASKS
-    task_classes = resolve_task_classes(task_classes, n_tasks, task_seed, len(classes))
-    manifests = task_manifest_paths(save_folder, SPLITS, len(task_classes))
-    result = {
-        "classes": classes,
-        "n_tasks": len(task_classes),
-        "task_classes": task_classes,
-        "manifests": manifests,
-    }
+    result = plan_tasks(classes, task_classes, n_tasks, task_seed, DEFAULT_N_TASKS, save_folder, SPLITS)
+    task_classes, manifests = result["task_classes"], result["manifests"]
     opts = {
         "dataset": DATASET_NAME,
         "data_folder": data_folder,

@@ -607,6 +607,27 @@ def write_dataset_info(save_folder, classes, task_classes, **extra):
     )
 
 
+def plan_tasks(classes, task_classes, n_tasks, task_seed, default_n_tasks, save_folder, splits):
+    """Task split and the ``prepare`` return value of a data set with ``classes``.
+
+    ``task_classes`` given: validated and used; else ``n_tasks`` (default
+    ``default_n_tasks``) groups drawn with ``task_seed``.
+
+    Returns
+    -------
+    dict with ``classes``, ``n_tasks``, ``task_classes`` and ``manifests``.
+    """
+    if task_classes is None and n_tasks is None:
+        n_tasks = default_n_tasks
+    task_classes = resolve_task_classes(task_classes, n_tasks, task_seed, len(classes))
+    return {
+        "classes": classes,
+        "n_tasks": len(task_classes),
+        "task_classes": task_classes,
+        "manifests": task_manifest_paths(save_folder, splits, len(task_classes)),
+    }
+
+
 def result_without_prep(save_folder, splits, dataset_name):
     """Return value of a ``prepare`` called with ``skip_prep=True``.
 

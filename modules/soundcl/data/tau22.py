@@ -29,6 +29,7 @@ import logging
 import os
 
 from soundcl.data.common import (
+    plan_tasks,
     handle_unreadable,
     clear_prep_done,
     file_stamps,
@@ -36,10 +37,8 @@ from soundcl.data.common import (
     missing_files_error,
     prep_is_current,
     probe_durations,
-    resolve_task_classes,
     result_without_prep,
     split_train_valid,
-    task_manifest_paths,
     unreadable_files_error,
     write_dataset_info,
     write_task_manifests,
@@ -157,16 +156,8 @@ def prepare(
             f"{len(overlap)} clips are in both {train_file} and {test_file}, e.g. {min(overlap)}"
         )
 
-    if task_classes is None and n_tasks is None:
-        n_tasks = DEFAULT_N_TASKS
-    task_classes = resolve_task_classes(task_classes, n_tasks, task_seed, len(classes))
-    manifests = task_manifest_paths(save_folder, SPLITS, len(task_classes))
-    result = {
-        "classes": classes,
-        "n_tasks": len(task_classes),
-        "task_classes": task_classes,
-        "manifests": manifests,
-    }
+    result = plan_tasks(classes, task_classes, n_tasks, task_seed, DEFAULT_N_TASKS, save_folder, SPLITS)
+    task_classes, manifests = result["task_classes"], result["manifests"]
     opts = {
         "dataset": DATASET_NAME,
         "data_folder": data_folder,

@@ -23,9 +23,7 @@ import soundfile
 
 from soundcl.data.common import (
     handle_unreadable,
-    MAX_LISTED_FILES,
     clear_prep_done,
-    format_file_list,
     mark_prep_done,
     missing_files_error,
     prep_is_current,

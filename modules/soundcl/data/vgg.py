@@ -30,6 +30,7 @@ import logging
 import os
 
 from soundcl.data.common import (
+    plan_tasks,
     atomic_write_text,
     clear_prep_done,
     digest_strings,
@@ -39,10 +40,8 @@ from soundcl.data.common import (
     mark_prep_done,
     prep_is_current,
     probe_durations,
-    resolve_task_classes,
     result_without_prep,
     split_train_valid,
-    task_manifest_paths,
     write_dataset_info,
     write_task_manifests,
 )
@@ -180,16 +179,8 @@ def prepare(
         raise ValueError(
             f"VGGSound: no class has min_clips_per_class={min_clips_per_class} training clips"
         )
-    if task_classes is None and n_tasks is None:
-        n_tasks = DEFAULT_N_TASKS
-    task_classes = resolve_task_classes(task_classes, n_tasks, task_seed, len(classes))
-    manifests = task_manifest_paths(save_folder, SPLITS, len(task_classes))
-    result = {
-        "classes": classes,
-        "n_tasks": len(task_classes),
-        "task_classes": task_classes,
-        "manifests": manifests,
-    }
+    result = plan_tasks(classes, task_classes, n_tasks, task_seed, DEFAULT_N_TASKS, save_folder, SPLITS)
+    task_classes, manifests = result["task_classes"], result["manifests"]
 
     opts = {
         "dataset": DATASET_NAME,

@@ -10,7 +10,6 @@ Keyword Spotting" (Interspeech 2021): frequency-wise depthwise convolutions with
 sub-spectral normalisation (2-D path), averaged over frequency into a temporal
 depthwise convolution (1-D path) whose output is broadcast back over frequency.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 

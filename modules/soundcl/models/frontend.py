@@ -4,7 +4,6 @@ These fill the ``compute_features`` / ``mean_var_norm`` / ``augmentation``
 slots of :class:`soundcl.brains.ContinualFeatureBrain`, so the on-device models
 share the Brain of every other recipe.
 """
-import torch
 import torch.nn as nn
 from torchlibrosa.augmentation import SpecAugmentation
 from torchlibrosa.stft import LogmelFilterBank, Spectrogram
