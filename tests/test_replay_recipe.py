@@ -14,11 +14,11 @@ from soundcl.replay import ReplayBrain, run
 from soundcl.recipe import main
 
 HPARAMS = "hparams/synth/replay_train.yaml"
-#: 3 tasks of 2 classes (128 training clips each), tiny CNN, memory of 24 clips.
+#: 3 tasks of 2 classes (128 training clips each), tiny BC-ResNet (BatchNorm recalibrated), memory of 48 clips.
 TINY = [
     "--task_classes=[[0,1],[2,3],[4,5]]",
     "--number_of_epochs=3",
-    "--memory_size=24",
+    "--memory_size=48",
     "--batch_size=16",
     "--noprogressbar",
 ]
@@ -32,7 +32,9 @@ RUNS = {
 
 
 def _argv(base, data_folder, *extra):
-    return recipe_argv(HPARAMS, str(base), data_folder, *TINY, *extra)
+    argv = recipe_argv(HPARAMS, str(base), data_folder, *TINY, *extra)
+    # The tiny CNN sizes of the shared overrides do not apply to BC-ResNet.
+    return [a for a in argv if not a.startswith("--encoder_channels")]
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +59,13 @@ def test_every_policy_fills_the_memory_and_records_its_time(all_runs):
         for task in per_task:
             assert task["memory_update_s"] >= 0
             # 128 training clips per task: the memory is full from task 0 on.
-            assert task["memory_size"] == (0 if name == "finetune" else 24), (name, task)
+            assert task["memory_size"] == (0 if name == "finetune" else 48), (name, task)
         if name.startswith(("prototype", "uncertainty")):
-            # Class-balanced: 24 // 6 = 4 clips per class after the last task.
-            assert sorted(per_task[2]["memory_per_class"].values()) == [4] * 6, per_task[2]["memory_per_class"]
+            # Class-balanced: 48 // 6 = 8 clips per class after the last task.
+            assert sorted(per_task[2]["memory_per_class"].values()) == [8] * 6, per_task[2]["memory_per_class"]
         # Training on task k used the task's clips plus the memory.
         if name != "finetune":
-            assert per_task[1]["n_train"] == per_task[0]["n_train"] + 24
+            assert per_task[1]["n_train"] == per_task[0]["n_train"] + 48
 
 
 def test_replay_forgets_less_than_finetune(all_runs):
@@ -83,7 +85,7 @@ def test_reservoir_state_is_saved_with_the_task(all_runs):
     base, _ = all_runs
     state = json.loads((base / "reservoir" / "1986" / "save" / "task1" / "task_state.json").read_text())
     assert state["policy_state"] == {"n_seen": 256}
-    assert len(state["memory"]) == 24
+    assert len(state["memory"]) == 48
 
 
 def test_early_stopping_ends_a_task(tmp_path, synth_data_folder):
@@ -93,7 +95,7 @@ def test_early_stopping_ends_a_task(tmp_path, synth_data_folder):
         tmp_path, synth_data_folder, "--mode=finetune", "--task_classes=[[0,1]]",
         "--number_of_epochs=8", "--patience=1", "--lr=0.0", "--lr_final=0.0",
     ))
-    log = (tmp_path / "replay_finetune_random_noisytune_m24" / "1986" / "train_log.txt").read_text()
+    log = (tmp_path / "replay_finetune_random_noisytune_m48" / "1986" / "train_log.txt").read_text()
     accs = [float(a) for a in re.findall(r"valid acc: ([0-9.e+-]+)", log)]
     # lr 0: only batch-norm statistics move, so accuracy soon stops improving and,
     # with patience 1, the task ends at the first epoch that does not beat the best.

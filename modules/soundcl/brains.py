@@ -55,6 +55,49 @@ class ContinualFeatureBrain(ContinualBrain):
         """wavs [batch, samples] -> embeddings [batch, emb_dim], no augmentation outside TRAIN."""
         return self.modules.embedding_model(self.compute_feats(wavs, lens, stage), lens)
 
+    def make_dataloader(self, dataset, stage, *args, **kwargs):
+        if stage == sb.Stage.TRAIN:
+            self.train_dataset = dataset  # for the BatchNorm recalibration below
+        return super().make_dataloader(dataset, stage, *args, **kwargs)
+
+    def on_stage_start(self, stage, epoch=None):
+        if stage == sb.Stage.VALID and getattr(self.hparams, "recalibrate_bn_clips", 0):
+            self.recalibrate_batchnorm(int(self.hparams.recalibrate_bn_clips))
+        super().on_stage_start(stage, epoch)
+
+    @torch.no_grad()
+    def recalibrate_batchnorm(self, n_clips, batch_size=16):
+        """Re-estimate the encoder's BatchNorm statistics on ``n_clips`` training clips.
+
+        In short runs the running averages lag the fast-changing weights, so a
+        deep encoder can score well in train mode and at chance in eval mode;
+        a pass with the final weights ("precise BN") fixes the statistics.
+        Clips are fixed (evenly spaced over the training set), so reruns are identical.
+        """
+        import numpy as np
+        from speechbrain.dataio.batch import PaddedBatch
+
+        dataset = getattr(self, "train_dataset", None)
+        if dataset is None or len(dataset) == 0:
+            return
+        encoder = self.modules.embedding_model
+        norms = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the pass
+        was_training = encoder.training
+        encoder.train()
+        self.modules.mean_var_norm.eval()  # the normaliser keeps its statistics
+        indices = sorted(set(np.linspace(0, len(dataset) - 1, min(n_clips, len(dataset))).astype(int).tolist()))
+        for start in range(0, len(indices), batch_size):
+            batch = PaddedBatch([dataset[i] for i in indices[start : start + batch_size]]).to(self.device)
+            wavs, lens = batch.sig
+            encoder(self.compute_feats(wavs, lens, sb.Stage.VALID), lens)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        encoder.train(was_training)
+
 
 class ClassifierStages:
     """Objectives and epoch ends of every Brain that trains a classifier over the seen classes.
