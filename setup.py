@@ -13,8 +13,10 @@ setup(
     python_requires=">=3.9",
     install_requires=[
         "speechbrain>=1.1",
-        "torch",
-        "torchaudio",
+        # torchaudio is compiled against exactly one torch release: pin the pair to the
+        # same minor version so pip can never combine, e.g., torch 2.15 with torchaudio 2.11.
+        "torch>=2.11,<2.12",
+        "torchaudio>=2.11,<2.12",
         "hyperpyyaml",
         "torchlibrosa",
         "torchmetrics",
