@@ -12,7 +12,10 @@ setup(
     packages=find_packages("modules"),
     python_requires=">=3.9",
     install_requires=[
-        "speechbrain>=1.1",
+        # ContinualBrain overrides Brain._wrap_distributed and SafeCheckpointer
+        # Checkpointer._list_checkpoint_dirs (no public hooks): pinned, checked by
+        # tests/test_speechbrain_assumptions.py.
+        "speechbrain>=1.1,<1.2",
         # torchaudio is compiled against exactly one torch release: pin the pair to the
         # same minor version so pip can never combine, e.g., torch 2.15 with torchaudio 2.11.
         "torch>=2.11,<2.12",

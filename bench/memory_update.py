@@ -22,7 +22,7 @@ import speechbrain as sb
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modules"))
 
-from soundcl.continual import MemoryContext  # noqa: E402
+from soundcl.task_loop import MemoryContext  # noqa: E402
 from soundcl.memory import make_memory_policy, plain_predictions  # noqa: E402
 from soundcl.models.bcresnet import BCResNet  # noqa: E402
 from soundcl.models.encoders import Classifier  # noqa: E402

@@ -10,33 +10,49 @@ class-incremental split); afterwards the final model is quantized to int8
 """
 import sys
 
-from soundcl.ondevice import evaluate_int8
-from soundcl.recipe import build_task_loop, load_recipe, prepare_task_rows
+import speechbrain as sb
+
+from soundcl import ondevice, recipe
+from soundcl.memory import NoMemory
 from soundcl.scene_brains import SceneBrain
+from soundcl.task_data import CurrentTaskWithMemory
+from soundcl.task_loop import TaskLoop
+
+# What this recipe is made of; each part declares the hparams it reads.
+NEEDS = [recipe, TaskLoop, SceneBrain, CurrentTaskWithMemory, ondevice]
 
 
-def main(argv=None):
-    hparams, run_opts, _, _ = load_recipe(sys.argv[1:] if argv is None else argv)
-    task_rows = prepare_task_rows(hparams)
-    brain = SceneBrain(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams,
-                       run_opts=run_opts, checkpointer=None)
-    loop = build_task_loop(brain, hparams, task_rows)
+def main(argv):
+    # 1. Command line and YAML: a bad key or value stops here, in one line.
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    preview = recipe.check_config(hparams_file, overrides, NEEDS)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    hparams = recipe.load_hparams(hparams_file, overrides, NEEDS)
+    recipe.create_experiment_directory(hparams, hparams_file, overrides, preview)
+
+    # 2. Data: manifests per task and split, prepared on the main process.
+    task_rows = recipe.prepare_task_rows(hparams)
+
+    # 3. Training through the task loop (no replay memory).
+    brain = SceneBrain(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts)
+    loop = TaskLoop(brain, task_rows, task_data=CurrentTaskWithMemory(), memory=NoMemory(), hparams=hparams)
     results = loop.run()
-    if hparams.get("quantize", False) and not (results or {}).get("partial", False):
-        last = loop.n_tasks - 1
-        loop.load_final_weights(last)  # the models may hold nothing if every task was skipped
-        results["quantized"] = evaluate_int8(
+
+    # 4. The final model quantized to int8, tested beside float32.
+    if hparams["quantize"] and results is not None and not results["partial"]:
+        loop.load_final_weights(loop.n_tasks - 1)  # the models hold nothing if every task was skipped
+        results["quantized"] = ondevice.evaluate_int8(
             brain,
             [row for rows in task_rows["train"] for row in rows],
             [row for rows in task_rows["test"] for row in rows],
             hparams["audio"],
             hparams["eval_dataloader_opts"],
             hparams["output_folder"],
-            backend=hparams.get("quantization_backend"),
-            calibration_batches=hparams.get("calibration_batches", 20),
+            backend=hparams["quantization_backend"],
+            calibration_batches=hparams["calibration_batches"],
         )
     return results
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,10 +1,51 @@
 #!/usr/bin/env python3
 """Cosine kNN evaluation of task-wise encoder checkpoints (training-free; seen / subset / buffer / full).
 
-    python recipes/knn_eval.py hparams/synth/knn_eval.yaml --ssl_checkpoints_dir=<ENCODER_OUTPUT>/save --knn_k=10
+    python recipes/knn_eval.py hparams/synth/knn_eval.yaml --ssl_checkpoints_dir=<ENCODER_OUTPUT_FOLDER>/save --knn_k=10
+
+<ENCODER_OUTPUT_FOLDER> is the output folder of an encoder run (e.g.
+results/synth/sup_train_replay0/1986 after the README's demo). For each task k:
+load the frozen encoder of <ssl_checkpoints_dir>/task<k>, embed every clip the
+task needs once (save/task<k>/embeddings.pt), then build a kNN bank on the
+clips that ``linclf_train_type`` names (seen: tasks 0..k; subset: ``replay_num_keep``
+clips of each of tasks 0..k; buffer: task k + ``replay_num_keep`` clips of each earlier
+task; full: every task) and test on tasks 0..k (full: every task) -> row k.
 """
-from soundcl.linear_eval import KnnEvalBrain
-from soundcl.recipe import main
+import sys
+
+import speechbrain as sb
+
+from soundcl import recipe
+from soundcl.linear_eval import KnnEvalBrain, LinearEvalSets
+from soundcl.memory import NoMemory
+from soundcl.task_loop import TaskLoop
+
+# What this recipe is made of; each part declares the hparams it reads.
+NEEDS = [recipe, TaskLoop, KnnEvalBrain, LinearEvalSets]
+
+
+def main(argv):
+    # 1. Command line and YAML: a bad key or value stops here, in one line.
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    preview = recipe.check_config(hparams_file, overrides, NEEDS)
+    sb.utils.distributed.ddp_init_group(run_opts)
+    hparams = recipe.load_hparams(hparams_file, overrides, NEEDS)
+    recipe.create_experiment_directory(hparams, hparams_file, overrides, preview)
+
+    # 2. Data: manifests per task and split, prepared on the main process.
+    task_rows = recipe.prepare_task_rows(hparams)
+
+    # 3. The evaluation and the task loop (no replay memory: the protocol picks the clips).
+    brain = KnnEvalBrain(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts)
+    loop = TaskLoop(
+        brain,
+        task_rows,
+        task_data=LinearEvalSets.from_hparams(hparams, with_valid=False),
+        memory=NoMemory(),
+        hparams=hparams,
+    )
+    return loop.run()
+
 
 if __name__ == "__main__":
-    main(KnnEvalBrain)
+    main(sys.argv[1:])

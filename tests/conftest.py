@@ -62,3 +62,16 @@ def recipe_argv(hparams_rel, output_base, data_folder, *extra):
     ]:
         options[option.split("=", 1)[0]] = option
     return [os.path.join(REPO_ROOT, hparams_rel), *options.values()]
+
+
+def run_recipe(name, argv, replace=None):
+    """Run ``recipes/<name>.py`` in-process on ``argv`` (as the command line would); returns its results.
+
+    ``replace``: names of the script's globals -> stand-ins (e.g. a Brain subclass that records).
+    """
+    import runpy
+
+    script = os.path.join(REPO_ROOT, "recipes", f"{name}.py")
+    namespace = runpy.run_path(script, run_name=f"recipe_{name}")
+    namespace["main"].__globals__.update(replace or {})
+    return namespace["main"](list(argv))

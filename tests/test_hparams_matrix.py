@@ -78,6 +78,42 @@ TINY_VALUES = {
 ENCODER_RECIPES = ("sup_train", "simclr_train", "supclr_train", "simsiam_train")
 
 
+#: Evaluation recipes (linear / kNN on another run's encoder): each data set's cell runs
+#: one protocol of ``linclf_train_type``, cycling so that every protocol runs on both
+#: recipes; ``subset`` / ``buffer`` keep this many clips per earlier task.
+EVAL_RECIPES = ("linclf_train", "knn_eval")
+EVAL_PROTOCOLS = ("seen", "subset", "buffer", "full")
+EVAL_NUM_KEEP = 2
+
+
+def _eval_protocol(hparams_rel):
+    dataset, name = hparams_rel.split("/")[-2:]
+    datasets = sorted({rel.split("/")[-2] for rel in HPARAMS_FILES})
+    shift = EVAL_RECIPES.index(name[:-len(".yaml")])
+    return EVAL_PROTOCOLS[(datasets.index(dataset) + shift) % len(EVAL_PROTOCOLS)]
+
+
+def _expected_eval_n_train(protocol, train_counts, k):
+    """Training clips of task ``k`` under ``protocol``, from the per-task training counts."""
+    kept = [min(EVAL_NUM_KEEP, n) for n in train_counts]
+    if protocol == "seen":
+        return sum(train_counts[: k + 1])
+    if protocol == "subset":
+        return sum(kept[: k + 1])
+    if protocol == "buffer":
+        return train_counts[k] + sum(kept[:k])
+    return sum(train_counts)
+
+
+def _train_counts(output_folder, n_tasks):
+    """Training clips per task, from the manifests the recipe's prepare wrote."""
+    counts = []
+    for k in range(n_tasks):
+        with open(os.path.join(output_folder, "save", f"train_task{k}.csv"), encoding="utf-8") as fin:
+            counts.append(sum(1 for _ in fin) - 1)
+    return counts
+
+
 def _cell_id(hparams_rel):
     dataset, name = hparams_rel.split("/")[-2:]
     return f"{dataset}-{name[:-len('.yaml')]}"
@@ -205,22 +241,42 @@ def _encoder_save_folder(dataset, workspace, request):
 def test_cell_runs_end_to_end_on_its_miniature(hparams_rel, matrix_workspace, request, tmp_path):
     dataset = hparams_rel.split("/")[-2]
     keys = set(_top_level_keys(os.path.join(REPO_ROOT, hparams_rel)))
+    recipe = os.path.basename(hparams_rel)[:-len(".yaml")]
     extra = {}
     if "ssl_checkpoints_dir" in keys:
         extra["ssl_checkpoints_dir"] = _encoder_save_folder(dataset, matrix_workspace, request)
+    protocol = _eval_protocol(hparams_rel) if recipe in EVAL_RECIPES else None
+    if protocol is not None:
+        extra.update(linclf_train_type=protocol, replay_num_keep=str(EVAL_NUM_KEEP))
 
-    results, _ = _run_cell(hparams_rel, _tiny_argv(hparams_rel, matrix_workspace, tmp_path, request, extra))
+    results, output_folder = _run_cell(hparams_rel, _tiny_argv(hparams_rel, matrix_workspace, tmp_path, request, extra))
 
-    assert not results.get("partial"), results
+    assert not results["partial"], results
     matrix = results["accuracy_matrix"]
+    n_tasks = len(matrix)
     if "task_classes" in keys:
-        assert len(matrix) == len(TASK_CLASSES), matrix
+        assert n_tasks == len(TASK_CLASSES), matrix
     for k, row in enumerate(matrix):
         # Every task is tested on itself once learnt: a real number, not NaN.
         assert row[k] is not None and math.isfinite(row[k]) and 0.0 <= row[k] <= 1.0, matrix
-    for k, task in enumerate(results.get("per_task", [])):
-        if "n_train" in task:
-            assert task["n_train"] > 0, f"task {k} trained on no clip of the miniature"
+
+    # The protocol: which tasks row k tests, and how many clips task k trains on.
+    per_task = results["per_task"]
+    for k, task in enumerate(per_task):
+        tested = list(range(n_tasks)) if protocol == "full" else list(range(k + 1))
+        assert task["tested_tasks"] == tested, f"{hparams_rel} ({protocol}): row {k} tested {task['tested_tasks']}"
+        assert task["n_train"] > 0, f"task {k} trained on no clip of the miniature"
+    if protocol is not None:
+        counts = _train_counts(output_folder, n_tasks)
+        n_train = [task["n_train"] for task in per_task]
+        expected = [_expected_eval_n_train(protocol, counts, k) for k in range(n_tasks)]
+        assert n_train == expected, f"{hparams_rel} ({protocol}, per-task clips {counts}): n_train {n_train}"
+        assert f"LinearEvalSets(train_type='{protocol}'" in results["task_data_policy"], results["task_data_policy"]
+    elif recipe in ("sup_train", "simclr_train", "simsiam_train", "supclr_train", "replay_train"):
+        # Training recipes: task k trains on its own clips plus the memory.
+        counts = _train_counts(output_folder, n_tasks)
+        memory = [0] + [task["memory_size"] for task in per_task[:-1]]
+        assert [t["n_train"] for t in per_task] == [c + m for c, m in zip(counts, memory)], per_task
 
 
 def test_every_data_set_folder_has_a_miniature():

@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import recipe_argv
-from soundcl.brains import SupervisedBrain
+from conftest import recipe_argv, run_recipe
 from soundcl.linear_eval import KnnEvalBrain, LinearEvalBrain, LinearEvalSets
-from soundcl.recipe import main
 
 LINCLF = "hparams/synth/linclf_train.yaml"
 KNN = "hparams/synth/knn_eval.yaml"
@@ -42,6 +40,10 @@ def _ids(rows):
     return sorted(r["ID"] for r in rows)
 
 
+def _policy_args(loop):
+    return loop.task_rows, loop.seed
+
+
 def _task_ids(loop, split, tasks):
     return sorted(r["ID"] for j in tasks for r in loop.task_rows[split][j])
 
@@ -49,18 +51,18 @@ def _task_ids(loop, split, tasks):
 def test_seen_and_full_select_exactly_the_expected_clips():
     loop = _fake_loop()
     for k in range(3):
-        seen = LinearEvalSets("seen").select(k, [], loop)
+        seen = LinearEvalSets("seen", "all").select(k, [], *_policy_args(loop))
         assert _ids(seen.train) == _task_ids(loop, "train", range(k + 1))
         assert _ids(seen.valid) == _task_ids(loop, "valid", range(k + 1))
         assert seen.test_tasks == list(range(k + 1))
         assert {j: _ids(rows) for j, rows in seen.test.items()} == {j: _task_ids(loop, "test", [j]) for j in range(k + 1)}
 
-        full = LinearEvalSets("full").select(k, [], loop)
+        full = LinearEvalSets("full", "all").select(k, [], *_policy_args(loop))
         assert _ids(full.train) == _task_ids(loop, "train", range(3))  # future tasks too
         assert full.test_tasks == [0, 1, 2]
     # subset / buffer keeping everything are the seen protocol.
-    assert _ids(LinearEvalSets("subset", "all").select(2, [], loop).train) == _task_ids(loop, "train", range(3))
-    assert _ids(LinearEvalSets("buffer", "all").select(1, [], loop).train) == _task_ids(loop, "train", range(2))
+    assert _ids(LinearEvalSets("subset", "all").select(2, [], *_policy_args(loop)).train) == _task_ids(loop, "train", range(3))
+    assert _ids(LinearEvalSets("buffer", "all").select(1, [], *_policy_args(loop)).train) == _task_ids(loop, "train", range(2))
 
 
 def test_subset_and_buffer_keep_the_same_class_balanced_clips_of_each_task():
@@ -68,7 +70,7 @@ def test_subset_and_buffer_keep_the_same_class_balanced_clips_of_each_task():
     subset = LinearEvalSets("subset", num_keep=4)
     per_task = {}
     for k in range(3):
-        train = _ids(subset.select(k, [], loop).train)
+        train = _ids(subset.select(k, [], *_policy_args(loop)).train)
         assert len(train) == 4 * (k + 1)
         for j in range(k + 1):
             kept = [i for i in train if i.startswith(f"train-t{j}-")]
@@ -77,17 +79,17 @@ def test_subset_and_buffer_keep_the_same_class_balanced_clips_of_each_task():
             assert per_task.setdefault(j, kept) == kept
     # The buffer: every clip of the current task, the subset clips of the earlier ones.
     for k in range(3):
-        buffer = _ids(LinearEvalSets("buffer", num_keep=4).select(k, [], loop).train)
+        buffer = _ids(LinearEvalSets("buffer", num_keep=4).select(k, [], *_policy_args(loop)).train)
         expected = _task_ids(loop, "train", [k]) + [i for j in range(k) for i in per_task[j]]
         assert buffer == sorted(expected)
     # A pure function of (seed, task): another seed keeps other clips.
-    assert _ids(subset.select(0, [], _fake_loop(seed=8)).train) != per_task[0]
+    assert _ids(subset.select(0, [], *_policy_args(_fake_loop(seed=8))).train) != per_task[0]
     # An odd budget: quotas differ by one; a budget over a class's size takes it all.
-    odd = _ids(LinearEvalSets("subset", num_keep=3).select(0, [], loop).train)
+    odd = _ids(LinearEvalSets("subset", num_keep=3).select(0, [], *_policy_args(loop)).train)
     assert sorted(sum(i.split("-")[2] == c for i in odd) for c in ("c0", "c1")) == [1, 2]
-    assert len(_ids(LinearEvalSets("subset", num_keep=11).select(0, [], loop).train)) == 11
+    assert len(_ids(LinearEvalSets("subset", num_keep=11).select(0, [], *_policy_args(loop)).train)) == 11
     with pytest.raises(ValueError, match="linclf_train_type"):
-        LinearEvalSets("seen_and_more")
+        LinearEvalSets("seen_and_more", "all")
 
 
 # -------------------------------------------------------------- end to end
@@ -95,7 +97,7 @@ def test_subset_and_buffer_keep_the_same_class_balanced_clips_of_each_task():
 def encoder(tmp_path_factory, synth_data_folder):
     """A tiny supervised encoder (3 tasks, fine-tuning) from the foundation's recipe."""
     base = tmp_path_factory.mktemp("lineval")
-    main(SupervisedBrain, recipe_argv("hparams/synth/sup_train.yaml", str(base), synth_data_folder, "--experiment_name=enc", TWO_TASKS))
+    run_recipe("sup_train", recipe_argv("hparams/synth/sup_train.yaml", str(base), synth_data_folder, "--experiment_name=enc", TWO_TASKS))
     return base, str(base / "enc" / "1986" / "save")
 
 
@@ -106,7 +108,7 @@ def _eval(brain_class, hparams, encoder, data_folder, name, *extra):
                        TWO_TASKS, *defaults, *extra)
     if brain_class is KnnEvalBrain:
         argv = [a for a in argv if a.split("=", 1)[0] not in NOT_KNN]
-    return main(brain_class, argv)
+    return run_recipe("knn_eval" if brain_class is KnnEvalBrain else "linclf_train", argv)
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +202,6 @@ def test_missing_task_checkpoints_and_shape_mismatch_give_clear_errors(encoder, 
     shutil.copytree(f"{ckpts}/task0", partial / "task0")
     argv = recipe_argv(LINCLF, str(base), synth_data_folder, f"--ssl_checkpoints_dir={partial}", "--experiment_name=missing", TWO_TASKS)
     with pytest.raises(FileNotFoundError, match=r"task1.*tasks found in .*\[0\]"):
-        main(LinearEvalBrain, argv)
+        run_recipe("linclf_train", argv)
     with pytest.raises(ValueError, match=r"shape \(32, 16\) in the checkpoint but \(24, 16\) with the hparams"):
         _eval(LinearEvalBrain, LINCLF, encoder, synth_data_folder, "mismatch", "--emb_dim=24")

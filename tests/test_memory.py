@@ -9,7 +9,7 @@ import torch.nn as nn
 
 import speechbrain as sb
 
-from soundcl.continual import MemoryContext
+from soundcl.task_loop import MemoryContext
 from soundcl.memory import (
     ClassBalancedRandomMemory,
     PrototypeMemory,
@@ -18,7 +18,8 @@ from soundcl.memory import (
     UncertaintyMemory,
     evenly_spaced,
     herding,
-    make_memory_policy,
+    FixedSizeMemory,
+    NoMemory,
     perturbed_predictions,
 )
 from soundcl.perturbations import EmbeddingNoise, vote_uncertainty
@@ -275,14 +276,23 @@ def test_evenly_spaced():
     assert evenly_spaced(5, 0) == []
 
 
+def _replay_hparams(**values):
+    hparams = dict(mode="replay", mem_manage="random", memory_size=10, uncert_metric="noisytune", metric_k=4,
+                   noise_lambda=0.1, uncertainty_from_task=1)
+    hparams.update(values)
+    return hparams
+
+
 def test_factory():
-    assert make_memory_policy("finetune", "uncertainty") is None
-    assert isinstance(make_memory_policy("replay", "reservoir", 10), ReservoirMemory)
-    policy = make_memory_policy("replay", "uncertainty", 10, "shift", 3)
+    assert isinstance(FixedSizeMemory.from_hparams(_replay_hparams(mode="finetune", mem_manage="uncertainty")), NoMemory)
+    assert isinstance(FixedSizeMemory.from_hparams(_replay_hparams(mem_manage="reservoir")), ReservoirMemory)
+    assert isinstance(FixedSizeMemory.from_hparams(_replay_hparams(mem_manage="balanced_random")),
+                      ClassBalancedRandomMemory)
+    policy = FixedSizeMemory.from_hparams(_replay_hparams(mem_manage="uncertainty", uncert_metric="shift", metric_k=3))
     assert isinstance(policy, UncertaintyMemory) and policy.metric_k == 3
-    with pytest.raises(ValueError, match="mem_manage"):
-        make_memory_policy("replay", "herd", 10)
+    with pytest.raises(ValueError, match="mem_manage='herd'"):
+        FixedSizeMemory.from_hparams(_replay_hparams(mem_manage="herd"))
     with pytest.raises(ValueError, match="uncert_metric"):
-        make_memory_policy("replay", "uncertainty", 10, "blur")
+        FixedSizeMemory.from_hparams(_replay_hparams(mem_manage="uncertainty", uncert_metric="blur"))
     with pytest.raises(ValueError, match="memory_size"):
         RandomMemory(-1)

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import recipe_argv
-from soundcl.replay import ReplayBrain, run
-from soundcl.recipe import main
+from conftest import recipe_argv, run_recipe
+
 
 HPARAMS = "hparams/synth/replay_train.yaml"
 #: 3 tasks of 2 classes (128 training clips each), tiny BC-ResNet (BatchNorm recalibrated), memory of 48 clips.
@@ -41,7 +40,7 @@ def _argv(base, data_folder, *extra):
 def all_runs(tmp_path_factory, synth_data_folder):
     base = tmp_path_factory.mktemp("replay")
     return base, {
-        name: main(ReplayBrain, _argv(base, synth_data_folder, *extra, f"--experiment_name={name}"))
+        name: run_recipe("replay_train", _argv(base, synth_data_folder, *extra, f"--experiment_name={name}"))
         for name, extra in RUNS.items()
     }
 
@@ -91,7 +90,7 @@ def test_reservoir_state_is_saved_with_the_task(all_runs):
 def test_early_stopping_ends_a_task(tmp_path, synth_data_folder):
     import re
 
-    results = main(ReplayBrain, _argv(
+    results = run_recipe("replay_train", _argv(
         tmp_path, synth_data_folder, "--mode=finetune", "--task_classes=[[0,1]]",
         "--number_of_epochs=8", "--patience=1", "--lr=0.0", "--lr_final=0.0",
     ))
@@ -142,7 +141,7 @@ LAYOUT_TINY = [
 
 def test_esc50_hparams_cross_validate_on_an_esc50_layout_folder(shared_data_dir, tmp_path):
     data = _esc50_layout(shared_data_dir, tmp_path / "ESC-50-master", {0, 1, 2, 3})
-    summary = run([
+    summary = run_recipe("replay_train", [
         os.path.join(os.path.dirname(os.path.dirname(__file__)), "hparams/esc50/replay_train.yaml"),
         f"--data_folder={data}", f"--output_base={tmp_path}/out", "--task_classes=[[0,1],[2,3]]",
         "--cross_validate=True", "--cv_folds=[2,5]", *LAYOUT_TINY,
@@ -177,7 +176,7 @@ def test_tau19_hparams_run_on_a_tau_layout_folder(shared_data_dir, tmp_path):
                 soundfile.write(str(root / filename), wav, 48000, subtype="PCM_24")
         with open(root / "evaluation_setup" / name, "w", newline="", encoding="utf-8") as f:
             f.writelines(kept)
-    results = main(ReplayBrain, [
+    results = run_recipe("replay_train", [
         os.path.join(os.path.dirname(os.path.dirname(__file__)), "hparams/tau19/replay_train.yaml"),
         f"--data_folder={root}", f"--output_base={tmp_path}/out", "--task_classes=[[0,1],[2,3]]", *LAYOUT_TINY,
     ])

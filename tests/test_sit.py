@@ -19,7 +19,7 @@ def _brain(**overrides):
 
     torch.manual_seed(0)
     hparams = dict(n_classes=5, stage_n_classes=[3, 2], lr=0.01, backbone_lr=0.001, head_lr=0.02,
-                   slow_learner_from_stage=1, backbone_checkpoint=None, seed=0)
+                   slow_learner_from_stage=1, backbone_checkpoint=None, seed=0, scene_groups=None, mix_rate=1.0)
     hparams.update(overrides)
     modules = {"embedding_model": DSMN(16, channels=(4, 8), n_pooled=1, emb_dim=8), "classifier": Classifier(8, 5)}
     return SITBrain(modules=modules, opt_class=lambda groups: torch.optim.SGD(groups, lr=hparams["lr"]),

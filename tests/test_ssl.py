@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import recipe_argv
+from conftest import recipe_argv, run_recipe
 from soundcl.audio import AudioPipeline, make_dataset
 from soundcl.data.common import read_manifest
-from soundcl.recipe import main
 from soundcl.ssl import SimCLR, SimSiam, SupCLR, knn_classify
 
 # Tiny SSL runs: 2 tasks, 2 epochs, short crops, a learning rate that moves in 8 updates.
@@ -27,7 +26,8 @@ def _run(brain_class, method, output_base, data_folder, *extra):
     argv = recipe_argv(f"hparams/synth/{method}_train.yaml", str(output_base), data_folder, *SSL_TINY, *extra)
     # The supervised tiny options --lr/--lr_final have no counterpart here (lr_per_256 instead).
     argv = [a for a in argv if not a.startswith(("--lr=", "--lr_final="))]
-    return main(brain_class, argv)
+    base = {"simclr": SimCLR, "simsiam": SimSiam, "supclr": SupCLR}[method]
+    return run_recipe(f"{method}_train", argv, replace={base.__name__: brain_class})
 
 
 def _train_ssl_per_epoch(log_path):

@@ -9,15 +9,13 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, recipe_argv
-from soundcl.brains import SupervisedBrain
-from soundcl.recipe import main
+from conftest import REPO_ROOT, recipe_argv, run_recipe
 
 HPARAMS = "hparams/synth/sup_train.yaml"
 
 
 def _run(output_base, data_folder, *extra):
-    return main(SupervisedBrain, recipe_argv(HPARAMS, str(output_base), data_folder, *extra))
+    return run_recipe("sup_train", recipe_argv(HPARAMS, str(output_base), data_folder, *extra))
 
 
 def _matrix(results):
@@ -118,8 +116,8 @@ def test_kill_mid_task_then_rerun_gives_the_same_matrix(finetune_and_replay, syn
 def test_us8k_hparams_run_on_an_urbansound8k_layout_folder(tmp_path, synth_data_folder):
     # The synthetic set is written in the UrbanSound8K layout, so the real
     # recipe (CNN14 sizes overridden to tiny ones) reads it unchanged.
-    results = main(
-        SupervisedBrain,
+    results = run_recipe(
+        "sup_train",
         recipe_argv(
             "hparams/us8k/sup_train.yaml", str(tmp_path), synth_data_folder,
             "--number_of_epochs=1", "--task_classes=[[3,8],[9,4]]", "--train_duration=1.0",

@@ -1,4 +1,4 @@
-"""Brain subclasses: one per method, all driven by :class:`soundcl.continual.TaskLoop`."""
+"""Brain subclasses: one per method, all driven by :class:`soundcl.task_loop.TaskLoop`."""
 import logging
 
 import numpy as np
@@ -6,6 +6,7 @@ import torch
 
 import speechbrain as sb
 
+from soundcl.contract import REQUIRED
 from soundcl.continual import ContinualBrain
 from soundcl.losses import mixup_cross_entropy
 
@@ -37,18 +38,27 @@ class ContinualFeatureBrain(ContinualBrain):
     """Shared front end: waveform -> filterbanks -> normalisation -> (augmentation).
 
     Modules expected: ``compute_features`` (e.g. ``Fbank``), ``mean_var_norm``
-    (``InputNormalization``), ``embedding_model``; hparams may give
-    ``augmentation`` (a callable on [batch, time, n_mels] features, applied in
-    training only).
+    (``InputNormalization``), ``embedding_model``.
     """
+
+    HPARAMS = {
+        # A callable on [batch, time, n_mels] features, applied in training only (null: none).
+        "augmentation": None,
+        # > 0: re-estimate the encoder's BatchNorm statistics on this many training clips
+        # before every validation ("precise BN"); 0: never.
+        "recalibrate_bn_clips": 0,
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.train_dataset = None  # the current task's training set, for the BatchNorm recalibration
 
     def compute_feats(self, wavs, lens, stage, augment=True):
         """wavs [batch, samples], lens [batch] -> feats [batch, frames, n_mels]."""
         feats = self.modules.compute_features(wavs)
         feats = self.modules.mean_var_norm(feats, lens, epoch=self.hparams.epoch_counter.current)
-        augmentation = getattr(self.hparams, "augmentation", None)
-        if augment and stage == sb.Stage.TRAIN and augmentation is not None:
-            feats = augmentation(feats)
+        if augment and stage == sb.Stage.TRAIN and self.hparams.augmentation is not None:
+            feats = self.hparams.augmentation(feats)
         return feats
 
     def embed(self, wavs, lens, stage):
@@ -61,7 +71,7 @@ class ContinualFeatureBrain(ContinualBrain):
         return super().make_dataloader(dataset, stage, *args, **kwargs)
 
     def on_stage_start(self, stage, epoch=None):
-        if stage == sb.Stage.VALID and getattr(self.hparams, "recalibrate_bn_clips", 0):
+        if stage == sb.Stage.VALID and self.hparams.recalibrate_bn_clips:
             self.recalibrate_batchnorm(int(self.hparams.recalibrate_bn_clips))
         super().on_stage_start(stage, epoch)
 
@@ -71,40 +81,37 @@ class ContinualFeatureBrain(ContinualBrain):
 
         In short runs the running averages lag the fast-changing weights, so a
         deep encoder can score well in train mode and at chance in eval mode;
-        a pass with the final weights ("precise BN") fixes the statistics.
-        Clips are fixed (evenly spaced over the training set), so reruns are identical.
+        a pass with the final weights ("precise BN", ``torch.optim.swa_utils.update_bn``)
+        fixes the statistics. Clips are fixed (evenly spaced over the training
+        set), so reruns are identical.
         """
-        import numpy as np
         from speechbrain.dataio.batch import PaddedBatch
+        from torch.optim.swa_utils import update_bn
 
-        dataset = getattr(self, "train_dataset", None)
+        dataset = self.train_dataset
         if dataset is None or len(dataset) == 0:
             return
-        encoder = self.modules.embedding_model
-        norms = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the pass
-        was_training = encoder.training
-        encoder.train()
         self.modules.mean_var_norm.eval()  # the normaliser keeps its statistics
         indices = sorted(set(np.linspace(0, len(dataset) - 1, min(n_clips, len(dataset))).astype(int).tolist()))
-        for start in range(0, len(indices), batch_size):
-            batch = PaddedBatch([dataset[i] for i in indices[start : start + batch_size]]).to(self.device)
-            wavs, lens = batch.sig
-            encoder(self.compute_feats(wavs, lens, sb.Stage.VALID), lens)
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        encoder.train(was_training)
+
+        def feature_batches():
+            for start in range(0, len(indices), batch_size):
+                batch = PaddedBatch([dataset[i] for i in indices[start : start + batch_size]]).to(self.device)
+                wavs, lens = batch.sig
+                yield self.compute_feats(wavs, lens, sb.Stage.VALID)
+
+        update_bn(feature_batches(), self.modules.embedding_model)
 
 
 class ClassifierStages:
     """Objectives and epoch ends of every Brain that trains a classifier over the seen classes.
 
     ``compute_forward`` returns ``(logits [batch, n_classes], perm, lam)``
-    (``perm=None`` without mixup). hparams: ``lr_annealing``, ``train_logger``.
+    (``perm=None`` without mixup).
     """
+
+    HPARAMS = {"lr_annealing": REQUIRED, "train_logger": REQUIRED}
+    train_stats = None  # statistics of the last training epoch
 
     def set_learning_rate(self, lr):
         """Apply the annealed learning rate (subclasses with parameter groups scale theirs)."""
@@ -130,7 +137,7 @@ class ClassifierStages:
             self.set_learning_rate(new_lr)
             self.hparams.train_logger.log_stats(
                 stats_meta={"task": self.task_id, "epoch": epoch, "lr": old_lr},
-                train_stats=getattr(self, "train_stats", None),
+                train_stats=self.train_stats,
                 valid_stats=stats,
             )
             self.checkpointer.save_and_keep_only(
@@ -141,9 +148,11 @@ class ClassifierStages:
 class SupervisedBrain(ClassifierStages, ContinualFeatureBrain):
     """Supervised class-incremental training: cross-entropy over the seen classes.
 
-    hparams: ``use_mixup``, ``mixup_alpha``, ``lr_annealing`` (called with the
-    validation accuracy error at each epoch end), ``train_logger``.
+    The task loop gives it the current task plus the replay memory
+    (:class:`soundcl.task_data.CurrentTaskWithMemory`).
     """
+
+    HPARAMS = {"use_mixup": REQUIRED, "mixup_alpha": REQUIRED}
 
     def compute_forward(self, batch, stage):
         """Returns logits [batch, n_classes] with unseen classes masked, and mixup info."""

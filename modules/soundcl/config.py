@@ -12,10 +12,12 @@ import os
 import ruamel.yaml
 from hyperpyyaml import resolve_references
 
+from soundcl.contract import ConfigError
+
 #: Keys whose values come from a fixed set, wherever a recipe uses them.
 CHOICES = {
     "linclf_train_type": ("seen", "subset", "buffer", "full"),
-    "mem_manage": ("random", "reservoir", "prototype", "uncertainty"),
+    "mem_manage": ("random", "reservoir", "prototype", "uncertainty", "balanced_random"),
     "uncert_metric": ("noisytune", "shift", "noise", "mask", "combination"),
     "mode": ("finetune", "replay"),
     "emb_norm_type": ("bn", "in", "ln", "none"),
@@ -25,8 +27,6 @@ CHOICES = {
 }
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message is one line."""
 
 
 def preview_hparams(hparams_file, overrides=""):

@@ -5,7 +5,7 @@ leaves ``<encoder_output>/save/task{k}/CKPT+final/`` with ``embedding_model``
 and ``normalizer`` files. For each task ``k`` the evaluation loads that frozen
 encoder, trains a linear classifier (or builds a kNN bank) on a training set
 chosen by ``linclf_train_type`` and tests it, which fills row ``k`` of an
-accuracy matrix. The shared :class:`soundcl.continual.TaskLoop` drives it:
+accuracy matrix. The shared :class:`soundcl.task_loop.TaskLoop` drives it:
 
 * :class:`LinearEvalSets` is the task data policy (which clips task ``k``
   trains, validates and is tested on: ``seen``, ``subset``, ``buffer``, ``full``);
@@ -24,7 +24,6 @@ at every epoch, as published code did; both paths give the same embeddings.
 """
 import logging
 import os
-import re
 
 import numpy as np
 import torch
@@ -32,21 +31,21 @@ import torch.nn.functional as F
 
 import speechbrain as sb
 from speechbrain.dataio.sampler import ReproducibleWeightedRandomSampler
-from speechbrain.processing.features import InputNormalization
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from soundcl.audio import make_dataset, peak_normalize
 from soundcl.brains import UNSEEN_LOGIT, ClassifierStages
 from soundcl.memory import _parse_num_keep
-from soundcl.checkpoints import SafeCheckpointer
-from soundcl.continual import FINAL_CKPT_NAME, ContinualBrain, TaskData, derive_seed
+from soundcl.embedding_cache import EMBEDDINGS_FILE, EMBEDDINGS_VERSION, EmbeddingCache, file_stamp
+from soundcl.encoder_checkpoints import encoder_tasks_found, load_final_encoder
+from soundcl.continual import ContinualBrain
+from soundcl.contract import REQUIRED
+from soundcl.randomness import derive_seed
+from soundcl.task_data import TaskData
 
 logger = logging.getLogger(__name__)
 
 TRAIN_TYPES = ("seen", "subset", "buffer", "full")
-EMBEDDINGS_FILE = "embeddings.pt"
-#: Bumped when the way embeddings are computed changes: older caches are recomputed.
-EMBEDDINGS_VERSION = 1
 
 
 # ====================================================================== data
@@ -87,7 +86,7 @@ def class_balanced_subset(rows, num_keep, rng):
 
 
 class LinearEvalSets:
-    """Task data policy of linear / kNN evaluation (see :class:`soundcl.continual.TaskData`).
+    """Task data policy of linear / kNN evaluation (see :class:`soundcl.task_data.TaskData`).
 
     Arguments
     ---------
@@ -105,135 +104,76 @@ class LinearEvalSets:
         False for training-free evaluation.
     """
 
-    def __init__(self, train_type="seen", num_keep="all", with_valid=True):
+    HPARAMS = {
+        "linclf_train_type": REQUIRED,  # seen, subset, buffer or full
+        "replay_num_keep": REQUIRED,  # clips kept per task by subset / buffer; all = every clip
+    }
+
+    @classmethod
+    def from_hparams(cls, hparams, with_valid):
+        return cls(hparams["linclf_train_type"], hparams["replay_num_keep"], with_valid=with_valid)
+
+    def __init__(self, train_type, num_keep, with_valid=True):
         if train_type not in TRAIN_TYPES:
             raise ValueError(f"unknown linclf_train_type {train_type!r}: expected one of {', '.join(TRAIN_TYPES)}")
         self.train_type = train_type
         self.num_keep = _parse_num_keep(num_keep)
         self.with_valid = with_valid
 
-    def subset_ids(self, j, loop):
+    def subset_ids(self, j, task_rows, seed):
         """The ``num_keep`` clips kept of task ``j`` (a pure function of seed and task)."""
-        rng = np.random.RandomState(derive_seed(loop.seed, j, "linclf-subset"))
-        return class_balanced_subset(loop.task_rows["train"][j], self.num_keep, rng)
+        rng = np.random.RandomState(derive_seed(seed, j, "linclf-subset"))
+        return class_balanced_subset(task_rows["train"][j], self.num_keep, rng)
 
-    def train_ids(self, k, loop):
+    def train_ids(self, k, task_rows, seed):
         """Ids of the training clips of task ``k``, in a deterministic order."""
-        n = loop.n_tasks
-        all_of = lambda j: [row["ID"] for row in loop.task_rows["train"][j]]  # noqa: E731
+        n = len(task_rows["train"])
+        all_of = lambda j: [row["ID"] for row in task_rows["train"][j]]  # noqa: E731
         if self.train_type == "seen":
             return [i for j in range(k + 1) for i in all_of(j)]
         if self.train_type == "subset":
-            return [i for j in range(k + 1) for i in self.subset_ids(j, loop)]
+            return [i for j in range(k + 1) for i in self.subset_ids(j, task_rows, seed)]
         if self.train_type == "buffer":
-            return all_of(k) + [i for j in range(k) for i in self.subset_ids(j, loop)]
+            return all_of(k) + [i for j in range(k) for i in self.subset_ids(j, task_rows, seed)]
         return [i for j in range(n) for i in all_of(j)]
 
-    def select(self, k, memory_ids, loop):
-        tasks = list(range(loop.n_tasks)) if self.train_type == "full" else list(range(k + 1))
-        by_id = {row["ID"]: row for j in tasks for row in loop.task_rows["train"][j]}
-        train = [by_id[i] for i in self.train_ids(k, loop)]
-        valid = [row for j in tasks for row in loop.task_rows["valid"][j]] if self.with_valid else []
-        return TaskData(train, valid, tasks, {j: loop.task_rows["test"][j] for j in tasks})
+    def select(self, k, memory_ids, task_rows, seed):
+        tasks = list(range(len(task_rows["train"]))) if self.train_type == "full" else list(range(k + 1))
+        by_id = {row["ID"]: row for j in tasks for row in task_rows["train"][j]}
+        train = [by_id[i] for i in self.train_ids(k, task_rows, seed)]
+        valid = [row for j in tasks for row in task_rows["valid"][j]] if self.with_valid else []
+        return TaskData(train, valid, tasks, {j: task_rows["test"][j] for j in tasks})
 
     def __repr__(self):
         keep = "all" if self.num_keep is None else self.num_keep
         return f"LinearEvalSets(train_type={self.train_type!r}, num_keep={keep})"
 
 
-# ================================================================ checkpoints
-def encoder_tasks_found(checkpoints_dir):
-    """Sorted task indices ``k`` with a ``task{k}`` folder in ``checkpoints_dir``."""
-    if not os.path.isdir(checkpoints_dir):
-        return []
-    found = [re.fullmatch(r"task(\d+)", name) for name in os.listdir(checkpoints_dir)]
-    return sorted(int(m.group(1)) for m in found if m)
-
-
-def check_state_dict_shapes(module, path, name):
-    """Raise a ValueError naming both shapes when ``path`` does not fit ``module``."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    expected = module.state_dict()
-    if not isinstance(state, dict):
-        return
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"{path} does not match the {name} of the hparams: parameters missing from the "
-            f"checkpoint {missing[:5]}, unexpected {unexpected[:5]} (is it the same architecture?)"
-        )
-    for key, value in state.items():
-        if hasattr(value, "shape") and tuple(value.shape) != tuple(expected[key].shape):
-            raise ValueError(
-                f"{path}: {name} parameter {key!r} has shape {tuple(value.shape)} in the checkpoint "
-                f"but {tuple(expected[key].shape)} with the hparams (set the encoder hparams, e.g. "
-                f"emb_dim / encoder_channels / n_mels, to those the encoder was trained with)"
-            )
-
-
-def load_final_encoder(checkpoints_dir, task_id, recoverables):
-    """Load the ``CKPT+final`` of ``<checkpoints_dir>/task{task_id}`` into ``recoverables``.
-
-    Arguments
-    ---------
-    checkpoints_dir : str
-        The ``save`` folder of the encoder's run.
-    task_id : int
-    recoverables : dict name -> object (``embedding_model``, ``normalizer``)
-
-    Returns
-    -------
-    The SpeechBrain ``Checkpoint`` loaded.
-    """
-    folder = os.path.join(checkpoints_dir, f"task{task_id}")
-    if not os.path.isdir(folder):
-        found = encoder_tasks_found(checkpoints_dir)
-        raise FileNotFoundError(
-            f"no encoder checkpoint for task {task_id}: expected the folder {folder}; "
-            f"tasks found in {checkpoints_dir}: {found if found else 'none'} "
-            f"(ssl_checkpoints_dir must be the save/ folder of an encoder run with every task finished)"
-        )
-    checkpointer = SafeCheckpointer(folder, recoverables=recoverables)
-    ckpt = checkpointer.find_checkpoint(ckpt_predicate=lambda c: c.meta.get(FINAL_CKPT_NAME))
-    if ckpt is None:
-        raise FileNotFoundError(
-            f"{folder} holds no final checkpoint (CKPT+final): task {task_id} of the encoder run is not finished"
-        )
-    for name, obj in recoverables.items():
-        if name not in ckpt.paramfiles:
-            raise FileNotFoundError(
-                f"{ckpt.path} has no {name}.ckpt (it has {sorted(ckpt.paramfiles)})"
-            )
-        # InputNormalization saves statistics, not a state dict; a feature-size
-        # mismatch is caught by the encoder's input layer.
-        if isinstance(obj, torch.nn.Module) and not isinstance(obj, InputNormalization):
-            check_state_dict_shapes(obj, ckpt.paramfiles[name], name)
-    checkpointer.load_checkpoint(ckpt)
-    return ckpt
-
-
-def _file_stamp(path):
-    stat = os.stat(path)
-    return f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
-
-
 # ===================================================================== brains
 class LinearEvalBrain(ClassifierStages, ContinualBrain):
     """Linear classifier on the frozen encoder of each task.
 
-    modules: ``classifier`` only (the optimiser sees nothing else). hparams:
-    ``compute_features`` (e.g. Fbank), ``mean_var_norm`` (InputNormalization),
-    ``embedding_model``, ``ssl_checkpoints_dir``, ``cache_embeddings``,
-    ``reinit_classifier``, ``linclf_train_type``, ``audio``, ``n_classes``,
-    ``task_classes``, ``seed``, ``epoch_counter``, ``lr_annealing``,
-    ``train_logger``, ``eval_dataloader_opts`` (batches of the embedding pass).
+    modules: ``classifier`` only (the optimiser sees nothing else); the frozen
+    front end (``compute_features``, ``mean_var_norm``, ``embedding_model``)
+    lives in hparams. The task loop gives it the clips of
+    :class:`LinearEvalSets` (``linclf_train_type``).
     """
+
+    HPARAMS = {
+        "compute_features": REQUIRED,
+        "mean_var_norm": REQUIRED,
+        "embedding_model": REQUIRED,
+        "ssl_checkpoints_dir": REQUIRED,  # the save/ folder of the encoder run
+        "task_classes": REQUIRED,
+        "linclf_train_type": REQUIRED,
+        "cache_embeddings": REQUIRED,  # False: re-encode every batch of every epoch
+        "reinit_classifier": REQUIRED,  # a fresh classifier per task
+        "eval_dataloader_opts": REQUIRED,  # also the batches of the embedding pass
+    }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.embedding_ids = {}  # clip id -> row of self.embedding_table
-        self.embedding_table = None  # [n_clips, emb_dim] on CPU
+        self.cache = None  # EmbeddingCache of the current task
         self.n_encoded = 0  # clips run through the encoder (all tasks, this process)
         self._probe = None
 
@@ -265,8 +205,8 @@ class LinearEvalBrain(ClassifierStages, ContinualBrain):
                 module.eval()
                 module.requires_grad_(False)
         self._probe = None
-        self.embedding_ids, self.embedding_table = {}, None
-        if getattr(self.hparams, "reinit_classifier", True) and "classifier" in self.modules:
+        self.cache = None
+        if self.hparams.reinit_classifier and "classifier" in self.modules:
             torch.manual_seed(derive_seed(self.hparams.seed, task_id, "classifier"))
             for layer in self.modules.classifier.modules():
                 if layer is not self.modules.classifier and hasattr(layer, "reset_parameters"):
@@ -312,57 +252,22 @@ class LinearEvalBrain(ClassifierStages, ContinualBrain):
             n_encoded = self.n_encoded  # counts data clips only
             self._probe = self.encode(wav[None].to(self.device), torch.ones(1, device=self.device)).cpu()
             self.n_encoded = n_encoded
-        stamps = sorted(_file_stamp(path) for path in self.encoder_ckpt.paramfiles.values())
+        stamps = sorted(file_stamp(path) for path in self.encoder_ckpt.paramfiles.values())
         return {"version": EMBEDDINGS_VERSION, "checkpoint": stamps}, self._probe
 
     # ------------------------------------------------------ embedding cache
     def prepare_task_data(self, task_dir, task_data):
         # The classifier predicts the classes it is trained on ("full": all of them).
         self.seen_classes = sorted({int(row["class_idx"]) for row in task_data.train})
-        self._train_labels = None
         if not self.hparams.cache_embeddings:
             return
         rows = {}
         for row in [*task_data.train, *task_data.valid, *(r for j in task_data.test_tasks for r in task_data.test[j])]:
             rows.setdefault(row["ID"], row)
-        path = os.path.join(task_dir, EMBEDDINGS_FILE)
-        run_on_main(self._build_embedding_cache, args=[path, list(rows.values())])
+        self.cache = EmbeddingCache(os.path.join(task_dir, EMBEDDINGS_FILE), self.encoder_fingerprint())
+        run_on_main(lambda: self.cache.load().fill(list(rows.values()), self.embed_rows))
         if not if_main_process():
-            self.embedding_ids, self.embedding_table = self._load_embedding_cache(path)
-
-    def _load_embedding_cache(self, path):
-        """Cached embeddings of ``path`` if they were made by the current encoder, else {}."""
-        if not os.path.exists(path):
-            return {}, None
-        try:
-            cache = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # a damaged cache is recomputed, never trusted
-            logger.warning("ignoring unreadable embedding cache %s: %s", path, err)
-            return {}, None
-        key, probe = self.encoder_fingerprint()
-        if cache.get("key") != key or not torch.allclose(cache["probe"], probe, atol=1e-5, rtol=1e-4):
-            logger.info("embedding cache %s was made by another encoder: recomputing it", path)
-            return {}, None
-        return {clip_id: i for i, clip_id in enumerate(cache["ids"])}, cache["embeddings"]
-
-    def _build_embedding_cache(self, path, rows):
-        """Embeddings of every clip of ``rows`` with the current encoder, computed once."""
-        ids, table = self._load_embedding_cache(path)
-        todo = [row for row in rows if row["ID"] not in ids]
-        if todo:
-            logger.info("task %d: encoding %d clips (%d cached)", self.task_id, len(todo), len(rows) - len(todo))
-            new_ids, new_table = self.embed_rows(todo)
-            offset = 0 if table is None else table.shape[0]
-            ids.update({clip_id: offset + i for i, clip_id in enumerate(new_ids)})
-            table = new_table if table is None else torch.cat([table, new_table])
-            key, probe = self.encoder_fingerprint()
-            ordered = sorted(ids, key=ids.get)
-            tmp = f"{path}.tmp"
-            torch.save({"key": key, "probe": probe, "ids": ordered, "embeddings": table}, tmp)
-            os.replace(tmp, path)  # a kill mid-write leaves the previous cache or none
-        else:
-            logger.info("task %d: all %d embeddings found in %s", self.task_id, len(rows), path)
-        self.embedding_ids, self.embedding_table = ids, table
+            self.cache.load()
 
     def embed_rows(self, rows):
         """Encode manifest rows (full clips) in batches sorted by length.
@@ -386,16 +291,16 @@ class LinearEvalBrain(ClassifierStages, ContinualBrain):
             # Full clips, no crops, no augmentation: the same input as the cache.
             return make_dataset(rows, self.hparams.audio, train=False)
         data = {row["ID"]: dict(row) for row in rows}
-        missing = [i for i in data if i not in self.embedding_ids]
+        missing = [i for i in data if i not in self.cache]
         if missing:
             raise KeyError(f"no cached embedding for {len(missing)} clips, e.g. {missing[:3]}")
         dataset = sb.dataio.dataset.DynamicItemDataset(data)
-        ids, table = self.embedding_ids, self.embedding_table
+        cache = self.cache
 
         @sb.utils.data_pipeline.takes("id")
         @sb.utils.data_pipeline.provides("emb")
         def lookup(clip_id):
-            return table[ids[clip_id]]
+            return cache[clip_id]
 
         sb.dataio.dataset.add_dynamic_item([dataset], lookup)
         sb.dataio.dataset.set_output_keys([dataset], ["id", "emb", "class_idx"])
@@ -434,10 +339,17 @@ class LinearEvalBrain(ClassifierStages, ContinualBrain):
 class KnnEvalBrain(LinearEvalBrain):
     """Training-free evaluation: cosine k-nearest-neighbour vote over the training embeddings.
 
-    hparams: those of :class:`LinearEvalBrain` and ``knn_k``. "Fitting" stores
+    "Fitting" stores
     the L2-normalised training embeddings; a test clip takes the majority class
     of its ``knn_k`` most similar training clips (ties: larger summed similarity).
     """
+
+    HPARAMS = {
+        "knn_k": REQUIRED,  # neighbours of each test clip
+        "reinit_classifier": False,  # no classifier
+        "lr_annealing": None,  # no training
+        "train_logger": None,
+    }
 
     def fit(self, epoch_counter, train_set, valid_set=None, progressbar=None, train_loader_kwargs={}, valid_loader_kwargs={}):
         loader = self.make_dataloader(train_set, sb.Stage.TEST, ckpt_prefix=None, **dict(valid_loader_kwargs))

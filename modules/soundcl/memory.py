@@ -1,11 +1,12 @@
 """Replay memory policies: which training clips are kept after each task.
 
-A policy is a small object named in YAML with one method::
+A policy is a small object, built by the recipe from the hparams it declares,
+with one method::
 
     select(memory_ids, task_rows, context) -> list of clip ids
 
 ``memory_ids`` is the current memory, ``task_rows`` the manifest rows of the
-task just learnt, ``context`` a :class:`soundcl.continual.MemoryContext`
+task just learnt, ``context`` a :class:`soundcl.task_loop.MemoryContext`
 (model, clips, seeded RNG). The returned list is the memory used while
 training the next task. Policies with state across tasks also implement
 ``state_dict()`` / ``load_state_dict(state)`` (JSON-serialisable).
@@ -23,6 +24,7 @@ import torch
 
 import speechbrain as sb
 
+from soundcl.contract import REQUIRED, ConfigError
 from soundcl.perturbations import EMBEDDING, FEATURES, WAVEFORM, RandomChoice, make_perturbation, vote_uncertainty
 
 
@@ -35,12 +37,46 @@ def _parse_num_keep(num_keep):
     return num_keep
 
 
-class PerTaskRandom:
+class MemoryPolicy:
+    """Base of the memory policies: no state across tasks unless a policy keeps one."""
+
+    HPARAMS = {}
+
+    def select(self, memory_ids, task_rows, context):
+        """The memory for the next task (list of clip ids)."""
+        raise NotImplementedError
+
+    def state_dict(self):
+        """JSON-serialisable state carried across tasks (saved with each finished task)."""
+        return None
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict` (called when a rerun skips finished tasks)."""
+
+
+class NoMemory(MemoryPolicy):
+    """Keep nothing (fine-tuning; evaluation recipes)."""
+
+    def select(self, memory_ids, task_rows, context):
+        return []
+
+    def __repr__(self):
+        return "NoMemory()"
+
+
+class PerTaskRandom(MemoryPolicy):
     """Keep ``num_keep`` random clips of every finished task (``'all'``: all of them).
 
     This is the replay of the published supervised/SSL recipes
     (``replay_num_keep``); ``num_keep=0`` is plain fine-tuning.
     """
+
+    # Clips kept per finished task: 0 = fine-tuning, "all" = every clip.
+    HPARAMS = {"replay_num_keep": REQUIRED}
+
+    @classmethod
+    def from_hparams(cls, hparams):
+        return cls(hparams["replay_num_keep"])
 
     def __init__(self, num_keep=0):
         self.num_keep = _parse_num_keep(num_keep)
@@ -222,7 +258,7 @@ def evenly_spaced(n_items, n_select):
 
 
 # --------------------------------------------------------------------------- policies
-class RandomMemory:
+class RandomMemory(MemoryPolicy):
     """Uniform sample of ``memory_size`` candidates (not class-balanced)."""
 
     def __init__(self, memory_size):
@@ -239,7 +275,7 @@ class RandomMemory:
         return f"RandomMemory(memory_size={self.memory_size})"
 
 
-class ReservoirMemory:
+class ReservoirMemory(MemoryPolicy):
     """Reservoir sampling over the stream of every training clip seen so far.
 
     Each task's clips arrive in an order shuffled by the context's RNG; the
@@ -283,7 +319,7 @@ class ReservoirMemory:
         return f"ReservoirMemory(memory_size={self.memory_size})"
 
 
-class _ClassBalancedMemory:
+class _ClassBalancedMemory(MemoryPolicy):
     """``memory_size // n_seen_classes`` clips per class chosen by :meth:`choose`,
     leftover slots (small classes, remainder) filled at random."""
 
@@ -381,17 +417,33 @@ MEMORY_POLICIES = {
     "uncertainty": UncertaintyMemory,
     "balanced_random": ClassBalancedRandomMemory,
 }
+MODES = ("finetune", "replay")
 
 
-def make_memory_policy(mode, mem_manage="random", memory_size=500, uncert_metric="noisytune", metric_k=4,
-                       noise_lambda=0.1, uncertainty_from_task=1):
-    """The policy for ``mode`` (``finetune``: None, no memory; ``replay``) and ``mem_manage``."""
-    if mode == "finetune":
-        return None
-    if mode != "replay":
-        raise ValueError(f"unknown mode {mode!r}: expected finetune or replay")
-    if mem_manage not in MEMORY_POLICIES:
-        raise ValueError(f"unknown mem_manage {mem_manage!r}: expected one of {sorted(MEMORY_POLICIES)}")
-    if mem_manage == "uncertainty":
-        return UncertaintyMemory(memory_size, uncert_metric, metric_k, noise_lambda, uncertainty_from_task)
-    return MEMORY_POLICIES[mem_manage](memory_size)
+class FixedSizeMemory:
+    """The fixed-size episodic memory of the replay recipe, as its hparams name it."""
+
+    HPARAMS = {
+        "mode": REQUIRED,  # finetune (no memory) or replay
+        "mem_manage": REQUIRED,  # one of MEMORY_POLICIES
+        "memory_size": REQUIRED,  # clips in the memory, all classes together
+        "uncert_metric": REQUIRED,  # uncertainty policy: how candidates are perturbed
+        "metric_k": REQUIRED,  # perturbed predictions per candidate
+        "noise_lambda": REQUIRED,  # noisytune: noise scale
+        "uncertainty_from_task": REQUIRED,  # tasks before this one select class-balanced at random
+    }
+
+    @staticmethod
+    def from_hparams(hparams):
+        """The memory policy (``NoMemory`` for ``mode: finetune``); ConfigError on an unknown value."""
+        mode, mem_manage = hparams["mode"], hparams["mem_manage"]
+        if mode not in MODES:
+            raise ConfigError(f"mode={mode!r} is not valid: expected one of {', '.join(MODES)}")
+        if mem_manage not in MEMORY_POLICIES:
+            raise ConfigError(f"mem_manage={mem_manage!r} is not valid: expected one of {', '.join(MEMORY_POLICIES)}")
+        if mode == "finetune":
+            return NoMemory()
+        if mem_manage == "uncertainty":
+            return UncertaintyMemory(hparams["memory_size"], hparams["uncert_metric"], hparams["metric_k"],
+                                     hparams["noise_lambda"], hparams["uncertainty_from_task"])
+        return MEMORY_POLICIES[mem_manage](hparams["memory_size"])

@@ -15,8 +15,16 @@ from speechbrain.dataio.dataloader import make_dataloader
 
 from soundcl import quantize
 from soundcl.audio import make_dataset
+from soundcl.contract import REQUIRED
 
 logger = logging.getLogger(__name__)
+
+#: What the int8 evaluation after training reads (recipes/dsmn_train.py).
+HPARAMS = {
+    "quantize": REQUIRED,  # True: evaluate the final model quantized to int8 too
+    "quantization_backend": REQUIRED,  # x86 (fbgemm/onednn) or qnnpack (ARM)
+    "calibration_batches": REQUIRED,  # training batches that calibrate the observers
+}
 
 
 @torch.no_grad()

@@ -1,63 +1,149 @@
-"""What every recipe script does: parse, prepare, build the Brain, run the task loop.
+"""The steps every recipe script takes, in SpeechBrain's order.
 
-A recipe in ``recipes/`` is a thin script::
+A recipe (``recipes/*.py``) reads top to bottom::
 
-    from soundcl.brains import SupervisedBrain
-    from soundcl.recipe import main
-    main(SupervisedBrain)
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    preview = recipe.check_config(hparams_file, overrides, NEEDS)   # one line on a bad key or value
+    sb.utils.distributed.ddp_init_group(run_opts)
+    hparams = recipe.load_hparams(hparams_file, overrides, NEEDS)
+    recipe.create_experiment_directory(hparams, hparams_file, overrides, preview)
+    task_rows = recipe.prepare_task_rows(hparams)                   # prepare on the main process
+    brain = SomeBrain(modules=..., opt_class=..., hparams=hparams, run_opts=run_opts)
+    TaskLoop(brain, task_rows, task_data=..., memory=..., hparams=hparams).run()
 
-The YAML names the data preparation function (``prepare_data``), the memory
-policy (``memory_policy``) and the modules saved in checkpoints
-(``checkpoint_recoverables``).
+``NEEDS`` lists what the recipe is made of (this module, the task loop, the
+Brain, the policies); each declares the hparams it reads (:mod:`soundcl.contract`).
 """
+import json
 import logging
 import os
-import sys
 
+import torch
 from hyperpyyaml import load_hyperpyyaml
 
 import speechbrain as sb
-from speechbrain.utils.distributed import run_on_main
+from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from soundcl import config
-from soundcl.audio import check_clips, make_dataset
-from soundcl.continual import TaskLoop
+from soundcl.audio import check_clips
+from soundcl.contract import REQUIRED, ConfigError, check_declared, with_defaults
 from soundcl.data.common import UNREADABLE_LIST_FILE, read_manifest
+from soundcl.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
+#: What this module reads.
+HPARAMS = {
+    "output_folder": REQUIRED,
+    "save_folder": REQUIRED,
+    "prepare_data": REQUIRED,  # prepare(save_folder) -> {"manifests": {split: [csv of task k]}}
+    "audio": REQUIRED,
+    # torch CPU threads: CPU results are bit-identical only for the same thread count.
+    "cpu_threads": REQUIRED,
+    "deterministic": False,  # True: bit-reproducible GPU runs (slower)
+    "check_audio": True,  # decode every clip once at start
+    "on_bad_audio": "error",  # or skip: leave unusable clips out, listed in bad_audio_report.csv
+}
 
-def load_recipe(argv):
-    """Parse ``argv`` the SpeechBrain way; return (hparams, run_opts, hparams_file, overrides)."""
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    # Fail on a wrong value now, in one line, before anything is built.
-    config.validate(config.preview_hparams(hparams_file, overrides))
-    sb.utils.distributed.ddp_init_group(run_opts)
+#: The run's description kept in its output folder; a rerun resumes only if it matches.
+RUN_CONFIG_FILE = "run_config.json"
+#: Keys that may change between the runs of one output folder (they do not change what is computed).
+RESUMABLE_CHANGES = ("stop_after_task", "ckpt_interval_minutes", "audio_cache", "num_workers")
+
+
+def check_config(hparams_file, overrides, needs):
+    """Check the YAML with the overrides applied, before anything is built.
+
+    Values (:func:`soundcl.config.validate`) and the keys that ``needs``
+    declare: a wrong one stops the run with one line naming it.
+
+    Returns
+    -------
+    The previewed hparams (plain data, no object built), declared defaults filled in.
+    """
+    try:
+        preview = config.preview_hparams(hparams_file, overrides)
+        check_declared(preview, needs, hparams_file)
+        config.validate(preview)
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    return with_defaults(preview, needs)
+
+
+def load_hparams(hparams_file, overrides, needs):
+    """Build the hparams objects; fill declared defaults; apply ``cpu_threads`` and ``deterministic``."""
     with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    if hparams.get("deterministic", False):
+        hparams = with_defaults(load_hyperpyyaml(fin, overrides), needs)
+    torch.set_num_threads(int(hparams["cpu_threads"]))
+    if hparams["deterministic"]:
         use_deterministic_algorithms()
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
-    return hparams, run_opts, hparams_file, overrides
+    return hparams
 
 
 def use_deterministic_algorithms():
     """Make GPU runs bit-reproducible (and so resumable to identical results).
 
-    CPU runs are reproducible anyway; on CUDA, cuDNN autotuning and atomic
-    reductions in backward passes differ from run to run unless disabled.
+    On CUDA, cuDNN autotuning and atomic reductions in backward passes differ
+    from run to run unless disabled.
     """
-    import torch
-
     # cuBLAS reads this when its first handle is created, i.e. before any GEMM.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def create_experiment_directory(hparams, hparams_file, overrides, preview):
+    """SpeechBrain's experiment folder, refusing to resume a run made with other hparams.
+
+    The folder has no time stamp, so that rerunning a command resumes it; a
+    rerun with another ``batch_size`` (or process count, thread count ...)
+    would silently reuse the finished tasks of the first, so it stops, naming
+    the keys that differ.
+    """
+    folder = hparams["output_folder"]
+    current = run_description(preview)
+    path = os.path.join(folder, RUN_CONFIG_FILE)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as fin:
+            before = json.load(fin)
+        differing = sorted(key for key in set(before) | set(current) if before.get(key) != current.get(key))
+        if differing:
+            shown = ", ".join(f"{key} ({_short(before.get(key))} -> {_short(current.get(key))})" for key in differing)
+            raise SystemExit(
+                f"error: {folder} holds a run started with other hparams: {shown}. Rerun with the same values "
+                f"to resume it, or start a fresh run elsewhere (--output_base / --experiment_name) or delete the folder"
+            )
+    sb.create_experiment_directory(experiment_directory=folder, hyperparams_to_save=hparams_file, overrides=overrides)
+    if if_main_process() and not os.path.exists(path):
+        atomic_write_json(path, current, indent=1, sort_keys=True)
+    sb.utils.distributed.ddp_barrier()
+
+
+def run_description(preview):
+    """What the results of a run depend on: every hparam (as text) and the process count."""
+    description = {str(key): json.dumps(_plain(value), sort_keys=True, default=str)
+                   for key, value in preview.items() if key not in RESUMABLE_CHANGES}
+    description["world_size"] = os.environ.get("WORLD_SIZE", "1")
+    return description
+
+
+def _plain(value):
+    """Previewed YAML (ruamel nodes, tags) as plain data, without the keys of RESUMABLE_CHANGES."""
+    tag = getattr(getattr(value, "tag", None), "value", None)
+    if isinstance(value, dict):
+        plain = {str(k): _plain(v) for k, v in value.items() if k not in RESUMABLE_CHANGES}
+        return {"!": tag, **plain} if tag else plain
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if tag:
+        return f"{tag} {getattr(value, 'value', value)}"
+    return value
+
+
+def _short(text, limit=60):
+    text = "absent" if text is None else str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def prepare_task_rows(hparams):
@@ -71,7 +157,7 @@ def prepare_task_rows(hparams):
     # Every process re-runs it: with the manifests current, it only reads them.
     info = hparams["prepare_data"](save_folder=hparams["save_folder"])
     task_rows = {split: [read_manifest(p) for p in paths] for split, paths in info["manifests"].items()}
-    if hparams.get("check_audio", True):
+    if hparams["check_audio"]:
         task_rows = drop_bad_clips(hparams, task_rows)
     return task_rows
 
@@ -79,13 +165,12 @@ def prepare_task_rows(hparams):
 def drop_bad_clips(hparams, task_rows):
     """Decode every clip once (filling the audio cache); drop or reject bad ones."""
     all_rows = [row for tasks in task_rows.values() for rows in tasks for row in rows]
-    on_bad_audio = hparams.get("on_bad_audio", "error")
     unreadable_list = os.path.join(hparams["save_folder"], UNREADABLE_LIST_FILE)
     extra = open(unreadable_list, encoding="utf-8").read().split("\n") if os.path.exists(unreadable_list) else []
     kwargs = {
         "rows": all_rows,
         "audio": hparams["audio"],
-        "on_bad_audio": on_bad_audio,
+        "on_bad_audio": hparams["on_bad_audio"],
         "report_path": os.path.join(hparams["output_folder"], "bad_audio_report.csv"),
         "extra_bad": [line for line in extra if line.strip()],
     }
@@ -96,47 +181,25 @@ def drop_bad_clips(hparams, task_rows):
     return {split: [[r for r in rows if r["ID"] not in bad] for rows in tasks] for split, tasks in task_rows.items()}
 
 
-def build_task_loop(brain, hparams, task_rows):
-    """The shared :class:`TaskLoop` configured from hparams."""
-    audio = hparams["audio"]
-    # Training sets carry as many crops per clip as the Brain trains on; a Brain
-    # whose items are not waveforms (e.g. cached embeddings) builds its own sets.
-    n_views = getattr(brain, "n_train_views", 1)
-    brain_make_dataset = getattr(brain, "make_task_dataset", None)
-    return TaskLoop(
-        brain=brain,
-        task_rows=task_rows,
-        make_dataset=brain_make_dataset
-        or (lambda rows, train: make_dataset(rows, audio, train, n_views=n_views if train else 1)),
-        save_folder=hparams["save_folder"],
-        output_folder=hparams["output_folder"],
-        recoverables=hparams["checkpoint_recoverables"],
-        per_task_state=hparams.get("per_task_state", ["epoch_counter"]),
-        memory_policy=hparams.get("memory_policy"),
-        train_loader_kwargs=hparams["train_dataloader_opts"],
-        eval_loader_kwargs=hparams["eval_dataloader_opts"],
-        seed=hparams["seed"],
-        task_classes=hparams.get("task_classes"),
-        stop_after_task=hparams.get("stop_after_task"),
-        task_dir_format=hparams.get("task_dir_format", "task{}"),
-        task_data_policy=hparams.get("task_data_policy"),
-    )
-
-
-def main(brain_class, argv=None):
-    """Entry point of a training recipe; returns the results dict."""
-    argv = sys.argv[1:] if argv is None else argv
+def build(builder, hparams):
+    """``builder(hparams)``, a configuration error ending the run in one line (e.g. a policy name)."""
     try:
-        hparams, run_opts, _, _ = load_recipe(argv)
-    except config.ConfigError as err:
+        return builder(hparams)
+    except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
-    task_rows = prepare_task_rows(hparams)
-    brain = brain_class(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=None,
-    )
-    loop = build_task_loop(brain, hparams, task_rows)
-    return loop.run()
+
+
+def require(preview, keys, hparams_file, reason):
+    """Stop in one line if ``preview`` lacks one of ``keys``, which ``reason`` needs."""
+    missing = [key for key in keys if key not in preview]
+    if missing:
+        raise SystemExit(f"error: {reason} needs the key '{missing[0]}', which {hparams_file} lacks")
+
+
+def with_override(overrides, key, value):
+    """Command-line ``overrides`` (SpeechBrain's YAML string or a dict) with ``key: value`` set."""
+    import ruamel.yaml
+
+    merged = dict(ruamel.yaml.YAML(typ="safe").load(overrides) or {}) if isinstance(overrides, str) else dict(overrides or {})
+    merged[key] = value
+    return merged

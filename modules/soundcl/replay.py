@@ -1,23 +1,20 @@
 """Replay with a fixed-size episodic memory (the on-device recipe).
 
-The method itself is the shared :class:`soundcl.continual.TaskLoop` with a
+The method itself is the shared :class:`soundcl.task_loop.TaskLoop` with a
 memory policy from :mod:`soundcl.memory`; this module adds the Brain (supervised
-training with optional early stopping) and the cross-validation driver of
+training with optional early stopping) and the cross-validation summary of
 ``recipes/replay_train.py``.
 """
-import json
 import logging
 import os
-import sys
 
 import numpy as np
-from hyperpyyaml import load_hyperpyyaml
 
 import speechbrain as sb
 from speechbrain.utils.epoch_loop import EpochCounter, EpochCounterWithStopper
 
 from soundcl.brains import SupervisedBrain
-from soundcl.recipe import main
+from soundcl.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +50,20 @@ def make_epoch_counter(limit, patience=None):
 class ReplayBrain(SupervisedBrain):
     """:class:`SupervisedBrain` whose epoch counter may stop a task early."""
 
+    HPARAMS = {
+        # Epochs without better validation accuracy before a task stops (null: never).
+        "patience": None,
+        # True: the whole run once per fold of cv_folds as test_fold; mean and std in
+        # <cv_output_folder>/cv_results.json.
+        "cross_validate": False,
+    }
+
     def on_stage_end(self, stage, stage_loss, epoch=None):
         counter = self.hparams.epoch_counter
-        if stage == sb.Stage.VALID and hasattr(counter, "update_metric"):
+        if stage == sb.Stage.VALID and isinstance(counter, PatienceCounter):
             # Before the checkpoint is saved, so a resumed task knows its patience.
             counter.update_metric(self.stage_accuracy())
         super().on_stage_end(stage, stage_loss, epoch)
-
-
-def _without_option(argv, name):
-    return [a for a in argv if not (a == f"--{name}" or a.startswith(f"--{name}="))]
 
 
 def cross_validation_summary(results_per_fold):
@@ -77,37 +78,16 @@ def cross_validation_summary(results_per_fold):
     return summary
 
 
-def run(argv=None):
-    """Entry point of ``recipes/replay_train.py``.
-
-    With ``cross_validate: True`` the whole run is repeated for every fold of
-    ``cv_folds`` as ``test_fold``; the mean and std over folds go to
-    ``<cv_output_folder>/cv_results.json``.
-    """
-    argv = sys.argv[1:] if argv is None else list(argv)
-    hparams_file, _, overrides = sb.parse_arguments(argv)
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-    if not hparams.get("cross_validate", False):
-        return main(ReplayBrain, argv)
-
-    folds = hparams.get("cv_folds")
-    if not folds:
-        raise ValueError(f"cross_validate=True needs the list cv_folds in {hparams_file}")
-    base_argv = _without_option(argv, "test_fold")
-    per_fold = {}
-    for fold in folds:
-        logger.info("=== cross-validation: test fold %s ===", fold)
-        per_fold[str(fold)] = main(ReplayBrain, base_argv + [f"--test_fold={fold}"])
-    summary = {"folds": [str(f) for f in folds], **cross_validation_summary(per_fold)}
-    os.makedirs(hparams["cv_output_folder"], exist_ok=True)
-    path = os.path.join(hparams["cv_output_folder"], "cv_results.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-    os.replace(path + ".tmp", path)
+def write_cross_validation_summary(per_fold, folder):
+    """Write ``<folder>/cv_results.json`` (mean and std over folds) and log it; returns the summary."""
+    summary = {"folds": list(per_fold), **cross_validation_summary(per_fold)}
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "cv_results.json")
+    atomic_write_json(path, summary, indent=2)
     logger.info(
-        "cross-validation over folds %s: %s (results in %s)", folds,
-        ", ".join(f"{k} {100 * summary[k]['mean']:.1f} +- {100 * summary[k]['std']:.1f}" for k in SUMMARY_KEYS if k in summary),
+        "cross-validation over folds %s: %s (results in %s)", list(per_fold),
+        ", ".join(f"{k} {100 * summary[k]['mean']:.1f} +- {100 * summary[k]['std']:.1f}"
+                  for k in SUMMARY_KEYS if k in summary),
         path,
     )
     return summary

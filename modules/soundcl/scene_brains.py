@@ -7,7 +7,7 @@
   the clip IDs), written to ``device_accuracy.json`` in the task folder.
 
 :class:`SITBrain` is the slow learner with incremental transfer: every task of
-the shared :class:`soundcl.continual.TaskLoop` is a *stage* with its own label
+the shared :class:`soundcl.task_loop.TaskLoop` is a *stage* with its own label
 set (e.g. CochlScene, then TAU 2022); at a stage change the heads are
 re-initialised and the backbone keeps its weights; from stage
 ``slow_learner_from_stage`` on, the backbone learns at ``backbone_lr`` and the
@@ -24,6 +24,7 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process
 
 from soundcl.brains import UNSEEN_LOGIT, SupervisedBrain, mixup, mixup_cross_entropy
+from soundcl.contract import REQUIRED
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +42,18 @@ def device_of(clip_id):
 class SceneBrain(SupervisedBrain):
     """Supervised scene classification with an optional scene-group head and device-wise accuracy.
 
-    hparams (besides SupervisedBrain's): ``scene_groups`` (group index of every
-    class index, or null), ``mix_rate`` (weight of the scene loss).
     """
+
+    HPARAMS = {
+        # Group index of every class index (null: no group head).
+        "scene_groups": None,
+        # Weight of the scene loss against the group loss (used with scene_groups).
+        "mix_rate": 1.0,
+    }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        groups = getattr(self.hparams, "scene_groups", None)
+        groups = self.hparams.scene_groups
         self.class_to_group = None
         if groups is not None and "group_classifier" in self.modules:
             if len(groups) != self.hparams.n_classes:
@@ -114,18 +120,24 @@ class SceneBrain(SupervisedBrain):
 class SITBrain(SceneBrain):
     """Slow learner with incremental transfer: one task of the loop per stage.
 
-    hparams: ``stage_n_classes`` (classes of each stage, in the order of the
-    tasks; class indices of stage k follow those of stage k-1), ``lr`` (all
-    parameters, stages before ``slow_learner_from_stage``), ``backbone_lr`` and
-    ``head_lr`` (later stages), ``backbone_checkpoint`` (optional local weights
-    of the backbone, loaded before stage 0).
     """
+
+    HPARAMS = {
+        # Classes of each stage, in the order of the tasks (indices of stage k follow stage k-1's).
+        "stage_n_classes": REQUIRED,
+        "lr": REQUIRED,  # every parameter, stages before slow_learner_from_stage
+        "backbone_lr": REQUIRED,  # later stages
+        "head_lr": REQUIRED,
+        "slow_learner_from_stage": REQUIRED,
+        "backbone_checkpoint": None,  # local weights of the backbone, loaded before stage 0
+        "subset": REQUIRED,  # % of the last stage's training split (reported in sit_results.json)
+    }
 
     head_names = ("classifier", "group_classifier")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        checkpoint = getattr(self.hparams, "backbone_checkpoint", None)
+        checkpoint = self.hparams.backbone_checkpoint
         if checkpoint:
             # Stage 0 starts from these weights; later stages and resumed runs
             # load their own checkpoints over them.
@@ -158,32 +170,22 @@ class SITBrain(SceneBrain):
 
     def stage_learning_rates(self):
         """(backbone lr, head lr) of the current stage."""
-        if self.task_id < getattr(self.hparams, "slow_learner_from_stage", 1):
+        if self.task_id < self.hparams.slow_learner_from_stage:
             return self.hparams.lr, self.hparams.lr
         return self.hparams.backbone_lr, self.hparams.head_lr
 
     def parameter_groups(self):
-        """(backbone parameters, head parameters) of the trainable modules."""
+        """Backbone and heads in two groups, at the current stage's learning rates."""
         head_ids = {
             id(p) for name in self.head_names if name in self.modules for p in self.modules[name].parameters()
         }
         params = [p for p in self.modules.parameters() if p.requires_grad]
-        return [p for p in params if id(p) not in head_ids], [p for p in params if id(p) in head_ids]
-
-    def init_optimizers(self):
-        if self.opt_class is None:
-            return
-        backbone, head = self.parameter_groups()
         backbone_lr, head_lr = self.stage_learning_rates()
-        self.optimizer = self.opt_class(
-            [
-                {"params": backbone, "lr": backbone_lr, "initial_lr": backbone_lr, "name": "backbone"},
-                {"params": head, "lr": head_lr, "initial_lr": head_lr, "name": "head"},
-            ]
-        )
-        self.optimizers_dict = {"opt_class": self.optimizer}
-        if self.checkpointer is not None:
-            self.checkpointer.add_recoverable("optimizer", self.optimizer)
+        return [
+            {"params": [p for p in params if id(p) not in head_ids], "lr": backbone_lr, "initial_lr": backbone_lr,
+             "name": "backbone"},
+            {"params": [p for p in params if id(p) in head_ids], "lr": head_lr, "initial_lr": head_lr, "name": "head"},
+        ]
 
     def set_learning_rate(self, lr):
         # The annealing schedule runs on ``lr``; each group follows it proportionally.

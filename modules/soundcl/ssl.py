@@ -31,6 +31,7 @@ import speechbrain as sb
 
 from soundcl import metrics
 from soundcl.brains import UNSEEN_LOGIT, ContinualFeatureBrain
+from soundcl.contract import REQUIRED
 from soundcl.losses import embedding_spread, mixup_cross_entropy, nt_xent, simsiam_loss
 
 logger = logging.getLogger(__name__)
@@ -92,31 +93,22 @@ class SSLBrain(ContinualFeatureBrain):
     Subclasses implement :meth:`heads` (embeddings -> outputs) and
     :meth:`ssl_objectives` (outputs -> loss and logged parts).
 
-    hparams: ``lr_scheduler`` (:class:`soundcl.schedulers.WarmupCosineLR`,
-    stepped per batch), ``use_mixup``, ``mixup_alpha``, ``augmentation``,
-    ``train_logger``, optionally ``constant_predictor_lr``, ``knn_k``,
-    ``knn_temperature``.
     """
+
+    HPARAMS = {
+        "lr_scheduler": REQUIRED,  # soundcl.schedulers.WarmupCosineLR, stepped per batch
+        "use_mixup": REQUIRED,
+        "mixup_alpha": REQUIRED,
+        "train_logger": REQUIRED,
+        "knn_k": REQUIRED,  # neighbours of the kNN test (row k of the matrix)
+        "knn_temperature": REQUIRED,
+    }
 
     n_train_views = 2
     best_key = ("epoch", "max")
-
-    # ------------------------------------------------------------ optimiser
-    def init_optimizers(self):
-        """One optimiser; the predictor in its own ``fixed_lr`` group when asked."""
-        if self.opt_class is None:
-            return super().init_optimizers()
-        fixed = []
-        if getattr(self.hparams, "constant_predictor_lr", False) and "predictor" in self.modules:
-            fixed = list(self.modules["predictor"].parameters())
-        fixed_ids = {id(p) for p in fixed}
-        groups = [{"params": [p for p in self.modules.parameters() if id(p) not in fixed_ids]}]
-        if fixed:
-            groups.append({"params": fixed, "fixed_lr": True})
-        self.optimizer = self.opt_class(groups)
-        self.optimizers_dict = {"opt_class": self.optimizer}
-        if self.checkpointer is not None:
-            self.checkpointer.add_recoverable("optimizer", self.optimizer)
+    has_valid_set = True
+    current_lr = float("nan")  # learning rate of the last batch (logged per epoch)
+    knn_bank = None  # (embeddings, labels) of the training clips of tasks 0..k, set by before_testing
 
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
         loader = super().make_dataloader(dataset, stage, ckpt_prefix=ckpt_prefix, **loader_kwargs)
@@ -151,7 +143,7 @@ class SSLBrain(ContinualFeatureBrain):
             feats = self.compute_feats(torch.cat([wavs, wavs2]), both_lens, stage)
         else:
             feats = self.compute_feats(wavs, lens, stage)
-            augmentation = getattr(self.hparams, "augmentation", None)
+            augmentation = self.hparams.augmentation
             feats = torch.cat([feats, augmentation(feats) if augmentation is not None else feats])
             both_lens = torch.cat([lens, lens])
         perm, lam = None, 1.0
@@ -195,7 +187,7 @@ class SSLBrain(ContinualFeatureBrain):
             stats["acc"] = self.stage_accuracy()
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
-            if not getattr(self, "has_valid_set", True):
+            if not self.has_valid_set:
                 self._end_of_epoch(epoch, None)
         elif stage == sb.Stage.VALID:
             self.last_stage_stats = stats
@@ -203,7 +195,7 @@ class SSLBrain(ContinualFeatureBrain):
 
     def _end_of_epoch(self, epoch, valid_stats):
         self.hparams.train_logger.log_stats(
-            stats_meta={"task": self.task_id, "epoch": epoch, "lr": getattr(self, "current_lr", float("nan"))},
+            stats_meta={"task": self.task_id, "epoch": epoch, "lr": self.current_lr},
             train_stats=self.train_stats,
             valid_stats=valid_stats,
         )
@@ -232,19 +224,19 @@ class SSLBrain(ContinualFeatureBrain):
             raise ValueError("no clips to embed")
         return torch.cat(embeddings), torch.cat(labels)
 
-    def before_testing(self, train_rows, make_dataset, loader_kwargs):
+    def before_testing(self, train_rows, loader_kwargs):
         """Embed the training clips of the seen tasks: the kNN bank."""
-        self.knn_bank = self.extract_embeddings(make_dataset(train_rows, train=False), loader_kwargs)
+        self.knn_bank = self.extract_embeddings(self.make_task_dataset(train_rows, train=False), loader_kwargs)
 
     def evaluate_accuracy(self, dataset, loader_kwargs):
         """Cosine kNN accuracy (bank from :meth:`before_testing`) and confusion matrix."""
-        if getattr(self, "knn_bank", None) is None:
+        if self.knn_bank is None:
             raise RuntimeError("evaluate_accuracy needs the kNN bank: call before_testing first")
         queries, targets = self.extract_embeddings(dataset, loader_kwargs)
         bank, bank_labels = self.knn_bank
         predicted = knn_classify(
             queries, bank, bank_labels, self.hparams.n_classes,
-            k=getattr(self.hparams, "knn_k", 20), temperature=getattr(self.hparams, "knn_temperature", 0.07),
+            k=self.hparams.knn_k, temperature=self.hparams.knn_temperature,
         )
         self.n_correct = int((predicted == targets).sum())
         self.n_total = int(targets.numel())
@@ -259,6 +251,8 @@ class SimCLR(SSLBrain):
     Modules: ``embedding_model``, ``projector``.
     """
 
+    HPARAMS = {"tau": REQUIRED}
+
     def heads(self, emb):
         z1, z2 = self.modules.projector(emb).chunk(2)
         return {"z1": z1, "z2": z2}
@@ -272,9 +266,20 @@ class SimSiam(SSLBrain):
     """SimSiam: negative cosine between each view's prediction and the other's
     projection, with stop-gradient on the projection.
 
-    Modules: ``embedding_model``, ``projector``, ``predictor``; hparams
-    ``constant_predictor_lr``.
+    Modules: ``embedding_model``, ``projector``, ``predictor``.
     """
+
+    # True: the predictor keeps its initial learning rate (SimSiam paper, Sec. 4.1).
+    HPARAMS = {"constant_predictor_lr": REQUIRED}
+
+    def parameter_groups(self):
+        """The predictor in its own ``fixed_lr`` group when ``constant_predictor_lr``."""
+        if not self.hparams.constant_predictor_lr:
+            return super().parameter_groups()
+        fixed = [p for p in self.modules["predictor"].parameters() if p.requires_grad]
+        fixed_ids = {id(p) for p in fixed}
+        rest = [p for p in self.modules.parameters() if p.requires_grad and id(p) not in fixed_ids]
+        return [{"params": rest}, {"params": fixed, "fixed_lr": True}]
 
     def heads(self, emb):
         z = self.modules.projector(emb)
@@ -294,6 +299,8 @@ class SupCLR(SimCLR):
     ``--ssl_weight=1 --sup_weight=0`` is pure SimCLR. Modules: ``embedding_model``,
     ``projector``, ``classifier``.
     """
+
+    HPARAMS = {"sup_weight": REQUIRED, "ssl_weight": REQUIRED}
 
     def heads(self, emb):
         outputs = super().heads(emb)

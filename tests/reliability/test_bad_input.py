@@ -9,11 +9,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import recipe_argv
+from conftest import recipe_argv, run_recipe
 from soundcl import config
 from soundcl.audio import AudioPipeline, AudioReadError
 from soundcl.brains import SupervisedBrain
-from soundcl.recipe import main
 
 HPARAMS = "hparams/synth/sup_train.yaml"
 
@@ -83,7 +82,7 @@ def test_each_unusual_file_loads_and_each_bad_one_is_named(bad_folder):
 def test_bad_audio_stops_the_run_at_start_by_default(tmp_path, bad_folder):
     root, bad, _ = bad_folder
     with pytest.raises(RuntimeError) as err:
-        main(SupervisedBrain, recipe_argv(HPARAMS, str(tmp_path), root, "--task_classes=[[0,1],[2,3]]"))
+        run_recipe("sup_train", recipe_argv(HPARAMS, str(tmp_path), root, "--task_classes=[[0,1],[2,3]]"))
     message = str(err.value)
     assert "on_bad_audio=skip" in message
     assert any(name in message for name in bad)
@@ -92,8 +91,8 @@ def test_bad_audio_stops_the_run_at_start_by_default(tmp_path, bad_folder):
 
 def test_skip_leaves_bad_clips_out_and_lists_them(tmp_path, bad_folder):
     root, bad, good = bad_folder
-    results = main(
-        SupervisedBrain,
+    results = run_recipe(
+        "sup_train",
         recipe_argv(HPARAMS, str(tmp_path), root, "--task_classes=[[0,1],[2,3]]",
                     "--on_bad_audio=skip", "--number_of_epochs=1"),
     )
@@ -120,7 +119,7 @@ def test_skip_leaves_bad_clips_out_and_lists_them(tmp_path, bad_folder):
 )
 def test_bad_configuration_fails_at_start_in_one_line(tmp_path, synth_data_folder, override, expected):
     with pytest.raises(SystemExit) as err:
-        main(SupervisedBrain, recipe_argv(HPARAMS, str(tmp_path), synth_data_folder, override))
+        run_recipe("sup_train", recipe_argv(HPARAMS, str(tmp_path), synth_data_folder, override))
     message = str(err.value.code)
     assert expected in message and "\n" not in message
     assert not (tmp_path / "sup_train_replay0").exists()  # before anything was written
