@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from soundcl.data import cochl, common, miniatures
+from soundcl.data import cochl, common
+from soundcl.testing import miniatures
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ import os
 import pytest
 import soundfile
 
-from soundcl.data import common, miniatures, us8k
+from soundcl.data import common, us8k
+from soundcl.testing import miniatures
 
 
 def test_draw_task_classes_is_seeded_and_balanced():

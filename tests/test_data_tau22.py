@@ -1,6 +1,6 @@
 """Tests of soundcl.data.tau22 on the real TAU 2022 Mobile test split file.
 
-The miniature (:func:`soundcl.data.miniatures.make_tau22`) copies real ``test.csv`` lines
+The miniature (:func:`soundcl.testing.miniatures.make_tau22`) copies real ``test.csv`` lines
 verbatim and generates training rows, ``meta.csv`` and the ``split{N}.csv`` subsets in
 the same tab-separated format.
 """
@@ -10,7 +10,8 @@ import shutil
 
 import pytest
 
-from soundcl.data import common, miniatures, tau22
+from soundcl.data import common, tau22
+from soundcl.testing import miniatures
 
 REAL_DEVICES = {"a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"}
 

@@ -2,7 +2,7 @@
 
 The shared folder holds the first lines of ``vggsound.csv`` (``vggsound_head3.csv``), the
 official test list (``test.csv``) and the class table (``stat.csv``). The miniatures
-(:func:`soundcl.data.miniatures.make_vgg`) take their (youtube id, start, label) triples
+(:func:`soundcl.testing.miniatures.make_vgg`) take their (youtube id, start, label) triples
 from ``test.csv`` and write ``vggsound.csv`` in the real format.
 """
 
@@ -12,7 +12,8 @@ import shutil
 
 import pytest
 
-from soundcl.data import common, miniatures, vgg
+from soundcl.data import common, vgg
+from soundcl.testing import miniatures
 
 N_CLASSES = 4
 TRAIN_PER_CLASS = 4

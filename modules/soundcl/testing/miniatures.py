@@ -3,7 +3,7 @@
 One function per data set (:func:`make_us8k`, :func:`make_esc50`, :func:`make_tau19`,
 :func:`make_tau22`, :func:`make_cochl`, :func:`make_vgg`) writes a folder that the data
 set's ``prepare`` reads like the real corpus, with a handful of short generated clips per
-class (the sound types of :mod:`soundcl.data.synthetic`, so classes are learnable).
+class (the sound types of :mod:`soundcl.data.sounds`, so classes are learnable).
 
 Where the real metadata file is available (the shared data folder, see
 :func:`default_shared_data_dir`), the miniature's metadata is a subset of its rows copied
@@ -29,6 +29,7 @@ import soundfile
 
 from soundcl.data import synthetic
 from soundcl.data.common import atomic_write_text, write_json_atomic
+from soundcl.data.sounds import render_clip
 
 logger = logging.getLogger(__name__)
 
@@ -417,6 +418,6 @@ def _write_text(path, text):
 def _write_clip(path, class_id, seed_parts, sample_rate, seconds, channels, subtype):
     """A generated clip of ``class_id``; format from the extension (wav/flac/ogg)."""
     rng = np.random.default_rng([*seed_parts, class_id])
-    audio = synthetic.render_clip(class_id, int(round(seconds * sample_rate)), sample_rate, rng, channels)
+    audio = render_clip(class_id, int(round(seconds * sample_rate)), sample_rate, rng, channels)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     soundfile.write(path, audio, sample_rate, subtype=subtype)
