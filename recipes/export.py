@@ -19,7 +19,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from soundcl.checkpoints import SafeCheckpointer
 from soundcl.continual import FINAL_CKPT_NAME
-from soundcl.data.common import read_manifest
+from soundcl.data.manifest import read_manifest
 from soundcl.ondevice import export
 from soundcl.scene_brains import SceneBrain
 

@@ -8,7 +8,7 @@ import torch
 
 from conftest import recipe_argv
 from soundcl.audio import AudioPipeline, make_dataset
-from soundcl.data.common import read_manifest
+from soundcl.data.manifest import read_manifest
 from soundcl.recipe import main
 from soundcl.ssl import SimCLR, SimSiam, SupCLR, knn_classify
 

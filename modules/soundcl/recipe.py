@@ -22,7 +22,7 @@ from speechbrain.utils.distributed import run_on_main
 from soundcl import config
 from soundcl.audio import check_clips, make_dataset
 from soundcl.continual import TaskLoop
-from soundcl.data.common import UNREADABLE_LIST_FILE, read_manifest
+from soundcl.data.manifest import UNREADABLE_LIST_FILE, read_manifest
 
 logger = logging.getLogger(__name__)
 
