@@ -12,6 +12,10 @@ import json
 import os
 import tempfile
 
+# The process's umask, read once (os.umask can only be read by setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path, suffix=".tmp"):
@@ -35,6 +39,7 @@ def atomic_path(path, suffix=".tmp"):
     fd, tmp_path = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=suffix)
     os.close(fd)
     try:
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes it 0600; give a plain file's mode
         yield tmp_path
         os.replace(tmp_path, path)
     except BaseException:
