@@ -18,8 +18,8 @@ import sys
 from hyperpyyaml import load_hyperpyyaml
 
 from soundcl.checkpoints import SafeCheckpointer
+from soundcl.data.manifest import read_manifest
 from soundcl.task_loop import FINAL_CKPT_NAME
-from soundcl.data.common import read_manifest
 from soundcl.ondevice import export
 from soundcl.scene_brains import SceneBrain
 

@@ -19,7 +19,7 @@ import sys
 import speechbrain as sb
 
 from soundcl import recipe
-from soundcl.io import atomic_write_json
+from soundcl.atomic import write_json_atomic
 from soundcl.memory import NoMemory
 from soundcl.scene_brains import DEVICE_ACCURACY_FILE, SITBrain
 from soundcl.task_data import CurrentTaskWithMemory
@@ -58,7 +58,7 @@ def main(argv):
         "backbone_lr": hparams["backbone_lr"],
         "head_lr": hparams["head_lr"],
     }
-    atomic_write_json(os.path.join(hparams["output_folder"], "sit_results.json"), results["sit"], indent=1)
+    write_json_atomic(os.path.join(hparams["output_folder"], "sit_results.json"), results["sit"], indent=1)
     return results
 
 

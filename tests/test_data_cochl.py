@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from soundcl.data import cochl, common, miniatures
+from soundcl.data import cochl, manifest
+from soundcl.testing import miniatures
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def test_prepare_generated_folder(cochl_mini, tmp_path):
     assert sorted(sum(result["task_classes"], [])) == list(range(13))
     assert sorted(len(t) for t in result["task_classes"]) == [3, 3, 3, 4]
     for split, fold in cochl.FOLD_OF_SPLIT.items():
-        rows = [r for p in result["manifests"][split] for r in common.read_manifest(p)]
+        rows = [r for p in result["manifests"][split] for r in manifest.read_manifest(p)]
         assert len(rows) == 13 * 2
         assert {r["fold"] for r in rows} == {fold}
         for row in rows:
@@ -41,7 +42,7 @@ def test_prepare_generated_folder(cochl_mini, tmp_path):
             assert row["duration"] == pytest.approx(0.25)
     explicit = cochl.prepare(cochl_mini, str(tmp_path / "save2"), task_classes=[[12, 0], [5]])
     assert explicit["n_tasks"] == 2
-    rows = common.read_manifest(explicit["manifests"]["test"][0])
+    rows = manifest.read_manifest(explicit["manifests"]["test"][0])
     assert {r["label"] for r in rows} == {"SubwayStation", "Bus"}
 
 
@@ -85,7 +86,7 @@ def test_rerun_reuses_until_files_change(cochl_mini, tmp_path):
     name = f"{label}_user0777_1_000"
     soundfile.write(os.path.join(folder, "Val", label, name + ".wav"), np.zeros(4410), 44100)
     cochl.prepare(folder, save, n_tasks=2)
-    assert name in {r["ID"] for r in common.read_manifest(path)}
+    assert name in {r["ID"] for r in manifest.read_manifest(path)}
     # A different task split is not served from the old manifests.
     other = cochl.prepare(folder, save, n_tasks=3)
     assert other["n_tasks"] == 3 and not os.path.exists(os.path.join(save, "train_task3.csv"))

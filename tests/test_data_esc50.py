@@ -8,7 +8,7 @@ import pytest
 import soundfile
 
 from soundcl.data import esc50
-from soundcl.data.common import read_manifest
+from soundcl.data.manifest import read_manifest
 
 TASKS = [[0, 1], [2, 3]]
 

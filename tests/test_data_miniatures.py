@@ -1,36 +1,37 @@
-"""Tests of the miniature generators and of the split helpers in soundcl.data.common."""
+"""Tests of the miniature generators (soundcl.testing.miniatures) and of the task and validation splits."""
 
 import os
 
 import pytest
 import soundfile
 
-from soundcl.data import common, miniatures, us8k
+from soundcl.data import manifest, splits, us8k
+from soundcl.testing import miniatures
 
 
 def test_draw_task_classes_is_seeded_and_balanced():
-    tasks = common.draw_task_classes(13, 4, seed=7)
+    tasks = splits.draw_task_classes(13, 4, seed=7)
     assert sorted(sum(tasks, [])) == list(range(13))
     assert [len(t) for t in tasks] == [4, 3, 3, 3]
-    assert common.draw_task_classes(13, 4, seed=7) == tasks
-    assert common.draw_task_classes(13, 4, seed=8) != tasks
+    assert splits.draw_task_classes(13, 4, seed=7) == tasks
+    assert splits.draw_task_classes(13, 4, seed=8) != tasks
     with pytest.raises(ValueError, match="cannot split 3 classes into 4 tasks"):
-        common.draw_task_classes(3, 4, seed=0)
+        splits.draw_task_classes(3, 4, seed=0)
     with pytest.raises(ValueError, match="give task_classes"):
-        common.resolve_task_classes(None, None, 0, 5)
+        splits.resolve_task_classes(None, None, 0, 5)
 
 
 def test_split_train_valid_groups_and_stratifies():
     rows = [{"class_idx": c, "group": f"{c}-{i // 2}", "n": i} for c in range(3) for i in range(10)]
-    train, valid = common.split_train_valid(rows, 0.2, seed=3, group_key="group")
+    train, valid = splits.split_train_valid(rows, 0.2, seed=3, group_of=lambda r: r["group"])
     assert len(train) + len(valid) == 30
     assert {r["class_idx"] for r in valid} == {0, 1, 2}
     assert not {r["group"] for r in train} & {r["group"] for r in valid}
     assert len(valid) == 6  # one group of 2 clips per class = 20 %
-    assert common.split_train_valid(rows, 0.2, seed=3, group_key="group") == (train, valid)
+    assert splits.split_train_valid(rows, 0.2, seed=3, group_of=lambda r: r["group"]) == (train, valid)
     # A class with a single group keeps it for training.
     single = [{"class_idx": 0, "group": "g"}] * 3
-    assert common.split_train_valid(single, 0.5, seed=0, group_key="group") == (single, [])
+    assert splits.split_train_valid(single, 0.5, seed=0, group_of=lambda r: r["group"]) == (single, [])
 
 
 def test_every_miniature_has_the_real_layout(tmp_path, shared_data_dir):
@@ -41,7 +42,7 @@ def test_every_miniature_has_the_real_layout(tmp_path, shared_data_dir):
     }
     # UrbanSound8K: the real prepare reads it; the metadata lines are the real ones.
     result = us8k.prepare(folders["us8k"], str(tmp_path / "save_us8k"))
-    assert sum(len(common.read_manifest(p)) for p in result["manifests"]["test"]) == 10
+    assert sum(len(manifest.read_manifest(p)) for p in result["manifests"]["test"]) == 10
     real_us8k = os.path.join(shared_data_dir, "UrbanSound8K", "metadata", "UrbanSound8K.csv")
     with open(real_us8k, encoding="utf-8", newline="") as f:
         real_lines = set(f.readlines())

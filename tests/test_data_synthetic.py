@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from soundcl.data import common, synthetic, us8k
+from soundcl.data import manifest, synthetic, us8k
 
 # Small sets keep the tests fast; 2 clips x 10 classes x 10 folds = 200 files.
 SMALL = dict(clips_per_class_per_fold=2)
@@ -154,7 +154,7 @@ def test_prepare_gives_five_tasks_of_two_classes(small_set, tmp_path):
         paths = result["manifests"][split]
         assert len(paths) == 5
         for task, path in enumerate(paths):
-            rows = common.read_manifest(path)
+            rows = manifest.read_manifest(path)
             assert {r["class_idx"] for r in rows} == set(us8k.DEFAULT_TASK_CLASSES[task])
             assert len(rows) == expected_rows
             assert all(r["label"] == synthetic.CLASS_NAMES[r["class_idx"]] for r in rows)

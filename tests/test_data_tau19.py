@@ -8,7 +8,7 @@ import pytest
 import soundfile
 
 from soundcl.data import tau19
-from soundcl.data.common import read_manifest
+from soundcl.data.manifest import read_manifest
 
 TAU = "TAU-urban-acoustic-scenes-2019-development"
 TASKS = [[0, 1], [2, 3]]  # airport, bus | metro, metro_station

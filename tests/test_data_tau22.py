@@ -1,6 +1,6 @@
 """Tests of soundcl.data.tau22 on the real TAU 2022 Mobile test split file.
 
-The miniature (:func:`soundcl.data.miniatures.make_tau22`) copies real ``test.csv`` lines
+The miniature (:func:`soundcl.testing.miniatures.make_tau22`) copies real ``test.csv`` lines
 verbatim and generates training rows, ``meta.csv`` and the ``split{N}.csv`` subsets in
 the same tab-separated format.
 """
@@ -10,7 +10,8 @@ import shutil
 
 import pytest
 
-from soundcl.data import common, miniatures, tau22
+from soundcl.data import manifest, tau22
+from soundcl.testing import miniatures
 
 REAL_DEVICES = {"a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"}
 
@@ -42,7 +43,7 @@ def _copy(folder, tmp_path):
 
 
 def _rows(result, split):
-    return [r for p in result["manifests"][split] for r in common.read_manifest(p)]
+    return [r for p in result["manifests"][split] for r in manifest.read_manifest(p)]
 
 
 def test_real_test_split_parses(real_test_csv):
@@ -135,5 +136,5 @@ def test_rerun_reuses_manifests(tau22_mini, tmp_path):
     with open(split_file, "w", encoding="utf-8") as f:
         f.writelines(lines[:-1])
     tau22.prepare(folder, save, n_tasks=2)
-    total = sum(len(common.read_manifest(p)) for split in ("train", "valid") for p in result["manifests"][split])
+    total = sum(len(manifest.read_manifest(p)) for split in ("train", "valid") for p in result["manifests"][split])
     assert total == 10 * 6 - 1

@@ -1,4 +1,4 @@
-"""Tests of soundcl.data.us8k (and the shared helpers in soundcl.data.common).
+"""Tests of soundcl.data.us8k (and the shared helpers of soundcl.data).
 
 They run on the real UrbanSound8K metadata file from the shared data folder. The audio
 cannot be downloaded here, so tiny generated wav files stand in for a subset of rows; the
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from soundcl.data import common, us8k
+from soundcl.data import manifest, marker, probe, splits, us8k
 
 REAL_CLASSES = [
     "air_conditioner",
@@ -96,7 +96,7 @@ def prepared(subset, tmp_path_factory):
 
 
 def _all_rows(paths):
-    return [row for path in paths for row in common.read_manifest(path)]
+    return [row for path in paths for row in manifest.read_manifest(path)]
 
 
 def _mtimes(result):
@@ -129,7 +129,7 @@ def test_task_split_with_default_task_classes(prepared):
         paths = result["manifests"][split]
         assert [os.path.basename(p) for p in paths] == [f"{split}_task{k}.csv" for k in range(5)]
         for task, path in enumerate(paths):
-            classes = {r["class_idx"] for r in common.read_manifest(path)}
+            classes = {r["class_idx"] for r in manifest.read_manifest(path)}
             assert classes == set(us8k.DEFAULT_TASK_CLASSES[task]), (split, task)
 
 
@@ -145,7 +145,7 @@ def test_manifest_rows(prepared, subset):
     result, _ = prepared
     data_folder, _ = subset
     rows = _all_rows(result["manifests"]["test"])
-    assert list(rows[0]) == common.MANIFEST_FIELDS
+    assert list(rows[0]) == manifest.MANIFEST_FIELDS
     for row in rows:
         assert os.path.isabs(row["wav"]) and os.path.isfile(row["wav"])
         assert row["wav"] == os.path.join(
@@ -172,7 +172,7 @@ def test_full_real_csv_without_audio_lists_missing_files(tmp_path, real_metadata
     first = rows[0][1]
     first_wav = os.path.join(str(root), "audio", f"fold{first['fold']}", first["slice_file_name"])
     assert first_wav in message
-    assert not os.path.exists(tmp_path / "save" / common.PREP_OPTS_FILE)
+    assert not os.path.exists(tmp_path / "save" / marker.PREP_OPTS_FILE)
 
 
 def test_missing_metadata_names_layout(tmp_path):
@@ -274,10 +274,10 @@ def test_manifests_reused_on_rerun_and_remade_on_change(subset, tmp_path, caplog
     with caplog.at_level(logging.INFO, logger="soundcl.data.us8k"):
         third = us8k.prepare(data_folder, save, task_classes=[[0, 1], [2, 3]])
     assert "reusing prepared manifests" not in caplog.text
-    assert {r["class_idx"] for r in common.read_manifest(third["manifests"]["train"][0])} == {0, 1}
+    assert {r["class_idx"] for r in manifest.read_manifest(third["manifests"]["train"][0])} == {0, 1}
     assert not os.path.exists(os.path.join(save, "train_task2.csv"))
     manifests = [f"{s}_task{k}.csv" for s in ("train", "valid", "test") for k in (0, 1)]
-    assert sorted(os.listdir(save)) == sorted([common.PREP_OPTS_FILE] + manifests)
+    assert sorted(os.listdir(save)) == sorted([marker.PREP_OPTS_FILE] + manifests)
 
 
 def test_manifests_remade_when_metadata_or_manifest_changes(subset, tmp_path, caplog):
@@ -291,10 +291,10 @@ def test_manifests_remade_when_metadata_or_manifest_changes(subset, tmp_path, ca
         "task_classes": [[0, 1]],
         "folds": {"train": list(range(1, 9)), "valid": [9], "test": [10]},
     }
-    assert common.prep_is_current(save, opts, metadata_file=metadata_file)
+    assert marker.prep_is_current(save, opts, metadata_file=metadata_file)
 
     os.remove(result["manifests"]["valid"][0])
-    assert not common.prep_is_current(save, opts, metadata_file=metadata_file)
+    assert not marker.prep_is_current(save, opts, metadata_file=metadata_file)
     with caplog.at_level(logging.INFO, logger="soundcl.data.us8k"):
         us8k.prepare(data_folder, save, task_classes=[[0, 1]])
     assert "reusing" not in caplog.text
@@ -304,7 +304,7 @@ def test_manifests_remade_when_metadata_or_manifest_changes(subset, tmp_path, ca
     stat = os.stat(metadata_file)
     try:
         os.utime(metadata_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-        assert not common.prep_is_current(save, opts, metadata_file=metadata_file)
+        assert not marker.prep_is_current(save, opts, metadata_file=metadata_file)
     finally:
         os.utime(metadata_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
@@ -327,14 +327,14 @@ def test_manifest_round_trip(tmp_path):
         dict(ID="b,c", duration=0.5, wav="/x/b c.wav", class_idx=0, label="air", fold=10),
     ]
     path = str(tmp_path / "sub" / "m.csv")
-    common.write_manifest(path, rows)
-    assert common.read_manifest(path) == rows
+    manifest.write_manifest(path, rows)
+    assert manifest.read_manifest(path) == rows
     assert os.listdir(tmp_path / "sub") == ["m.csv"]  # no temporary file left behind
 
 
 def test_missing_files_error_lists_first_ten_and_count():
     missing = [f"/data/f{i}.wav" for i in range(25)]
-    err = common.missing_files_error(missing, "audio files")
+    err = probe.missing_files_error(missing, "audio files")
     assert isinstance(err, FileNotFoundError)
     message = str(err)
     assert message.startswith("25 audio files are missing")
@@ -343,4 +343,4 @@ def test_missing_files_error_lists_first_ten_and_count():
 
 
 def test_validate_task_classes_normalises():
-    assert common.validate_task_classes(((1, np.int64(2)), [0]), 3) == [[1, 2], [0]]
+    assert splits.validate_task_classes(((1, np.int64(2)), [0]), 3) == [[1, 2], [0]]

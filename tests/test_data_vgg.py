@@ -2,7 +2,7 @@
 
 The shared folder holds the first lines of ``vggsound.csv`` (``vggsound_head3.csv``), the
 official test list (``test.csv``) and the class table (``stat.csv``). The miniatures
-(:func:`soundcl.data.miniatures.make_vgg`) take their (youtube id, start, label) triples
+(:func:`soundcl.testing.miniatures.make_vgg`) take their (youtube id, start, label) triples
 from ``test.csv`` and write ``vggsound.csv`` in the real format.
 """
 
@@ -12,7 +12,8 @@ import shutil
 
 import pytest
 
-from soundcl.data import common, miniatures, vgg
+from soundcl.data import manifest, vgg
+from soundcl.testing import miniatures
 
 N_CLASSES = 4
 TRAIN_PER_CLASS = 4
@@ -46,7 +47,7 @@ def _copy(folder, tmp_path):
 
 def _all_rows(result):
     return {
-        split: [row for path in paths for row in common.read_manifest(path)]
+        split: [row for path in paths for row in manifest.read_manifest(path)]
         for split, paths in result["manifests"].items()
     }
 
@@ -121,7 +122,7 @@ def test_prepare_miniature(vgg_mini, tmp_path):
         assert os.path.basename(row["wav"]) == row["ID"] + ".wav"
         assert row["duration"] == pytest.approx(0.5)
     for task, classes in enumerate(result["task_classes"]):
-        task_rows = common.read_manifest(result["manifests"]["train"][task])
+        task_rows = manifest.read_manifest(result["manifests"]["train"][task])
         assert {r["class_idx"] for r in task_rows} == set(classes)
     # The absent clips: reported, one CSV line each, labels quoted like the metadata.
     with open(os.path.join(save, vgg.MISSING_LIST_FILE), encoding="utf-8", newline="") as f:
@@ -173,7 +174,7 @@ def test_min_clips_per_class_drops_small_classes(vgg_mini, tmp_path):
     assert victim not in result["classes"] and len(result["classes"]) == N_CLASSES - 1
     labels = {r["label"] for rows in _all_rows(result).values() for r in rows}
     assert labels == set(result["classes"])
-    assert [r["class_idx"] for r in common.read_manifest(result["manifests"]["test"][0])]  # not empty
+    assert [r["class_idx"] for r in manifest.read_manifest(result["manifests"]["test"][0])]  # not empty
     with pytest.raises(ValueError, match="no class has min_clips_per_class"):
         vgg.prepare(folder, str(tmp_path / "save_none"), n_tasks=1, min_clips_per_class=100)
 
@@ -188,10 +189,10 @@ def test_rerun_reuses_manifests_until_the_audio_changes(vgg_mini, tmp_path):
     assert again == result and os.stat(first).st_mtime_ns == stamp
     assert vgg.prepare(folder, save, task_classes=[[0, 3], [1, 2]], skip_prep=True)["task_classes"] == [[0, 3], [1, 2]]
     # A clip deleted on disk: the manifests are rebuilt and the clip is reported.
-    removed = common.read_manifest(first)[0]
+    removed = manifest.read_manifest(first)[0]
     os.remove(removed["wav"])
     vgg.prepare(folder, save, task_classes=[[0, 3], [1, 2]])
-    assert removed["ID"] not in {r["ID"] for r in common.read_manifest(first)}
+    assert removed["ID"] not in {r["ID"] for r in manifest.read_manifest(first)}
     with open(os.path.join(save, vgg.MISSING_LIST_FILE), encoding="utf-8") as f:
         assert len(f.readlines()) == N_CLASSES + 1
 
@@ -223,5 +224,5 @@ def test_unreadable_clip_is_skipped_and_listed_or_an_error(vgg_mini, tmp_path):
     result = vgg.prepare(folder, save, n_tasks=2)  # skip: the default
     ids = {r["ID"] for rows in _all_rows(result).values() for r in rows}
     assert stem not in ids and len(ids) == N_CLASSES * (TRAIN_PER_CLASS + TEST_PER_CLASS) - 1
-    with open(os.path.join(save, common.UNREADABLE_LIST_FILE), encoding="utf-8") as f:
+    with open(os.path.join(save, manifest.UNREADABLE_LIST_FILE), encoding="utf-8") as f:
         assert stem in f.read()  # picked up by the run's bad_audio_report.csv

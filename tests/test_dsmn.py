@@ -38,7 +38,7 @@ def test_dsmn_recipe_and_export_on_a_tau22_miniature(tmp_path):
     import sys
 
     from conftest import REPO_ROOT
-    from soundcl.data.miniatures import make_tau22
+    from soundcl.testing.miniatures import make_tau22
 
     sys.path.insert(0, os.path.join(REPO_ROOT, "recipes"))
     import dsmn_train

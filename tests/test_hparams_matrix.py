@@ -3,7 +3,7 @@
 Each YAML found on disk is one cell. It runs through its recipe script
 (``recipes/<recipe>.py``, in-process, as ``python recipes/<recipe>.py <yaml> ...``
 would) with ``data_folder`` pointed at a generated miniature of its data set
-(:mod:`soundcl.data.miniatures`, made once per session) and tiny overrides
+(:mod:`soundcl.testing.miniatures`, made once per session) and tiny overrides
 (1 epoch, 2-block CNN, 2 tasks of 2 classes). An override is passed only when the
 YAML has the key, so YAMLs of any recipe, added by anyone, are picked up as they are.
 
@@ -26,7 +26,7 @@ import speechbrain as sb
 
 from conftest import REPO_ROOT
 from soundcl import config
-from soundcl.data import miniatures
+from soundcl.testing import miniatures
 
 HPARAMS_FILES = sorted(
     os.path.relpath(path, REPO_ROOT).replace(os.sep, "/")

@@ -8,7 +8,7 @@ import torch
 
 from conftest import recipe_argv, run_recipe
 from soundcl.audio import AudioPipeline, make_dataset
-from soundcl.data.common import read_manifest
+from soundcl.data.manifest import read_manifest
 from soundcl.ssl import SimCLR, SimSiam, SupCLR, knn_classify
 
 # Tiny SSL runs: 2 tasks, 2 epochs, short crops, a learning rate that moves in 8 updates.

@@ -75,7 +75,7 @@ def validate(hparams):
             _fail("replay_num_keep", value, "an integer >= 0 or 'all'")
 
     if "task_classes" in hparams and hparams["task_classes"] is not None:
-        from soundcl.data.common import validate_task_classes
+        from soundcl.data.splits import validate_task_classes
 
         n_classes = hparams.get("n_classes")
         try:

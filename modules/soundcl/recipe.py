@@ -25,10 +25,10 @@ import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 from soundcl import config
+from soundcl.atomic import write_json_atomic
 from soundcl.audio import check_clips
 from soundcl.contract import REQUIRED, ConfigError, check_declared, with_defaults
-from soundcl.data.common import UNREADABLE_LIST_FILE, read_manifest
-from soundcl.io import atomic_write_json
+from soundcl.data.manifest import UNREADABLE_LIST_FILE, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def create_experiment_directory(hparams, hparams_file, overrides, preview):
             )
     sb.create_experiment_directory(experiment_directory=folder, hyperparams_to_save=hparams_file, overrides=overrides)
     if if_main_process() and not os.path.exists(path):
-        atomic_write_json(path, current, indent=1, sort_keys=True)
+        write_json_atomic(path, current, indent=1)
     sb.utils.distributed.ddp_barrier()
 
 

@@ -14,7 +14,7 @@ import speechbrain as sb
 from speechbrain.utils.epoch_loop import EpochCounter, EpochCounterWithStopper
 
 from soundcl.brains import SupervisedBrain
-from soundcl.io import atomic_write_json
+from soundcl.atomic import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def write_cross_validation_summary(per_fold, folder):
     summary = {"folds": list(per_fold), **cross_validation_summary(per_fold)}
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "cv_results.json")
-    atomic_write_json(path, summary, indent=2)
+    write_json_atomic(path, summary, indent=2)
     logger.info(
         "cross-validation over folds %s: %s (results in %s)", list(per_fold),
         ", ".join(f"{k} {100 * summary[k]['mean']:.1f} +- {100 * summary[k]['std']:.1f}"

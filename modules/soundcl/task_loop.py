@@ -35,7 +35,7 @@ from speechbrain.utils.distributed import if_main_process
 from soundcl import metrics
 from soundcl.checkpoints import SafeCheckpointer
 from soundcl.contract import REQUIRED
-from soundcl.io import atomic_write_json
+from soundcl.atomic import write_json_atomic
 from soundcl.randomness import RandomState, derive_seed, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class TaskLoop:
 
             per_task.append(stats)
             if if_main_process():
-                atomic_write_json(os.path.join(self.task_dir(k), TASK_STATE_FILE), {
+                write_json_atomic(os.path.join(self.task_dir(k), TASK_STATE_FILE), {
                     "finished": True,
                     "accuracy_row": [None if math.isnan(v) else float(v) for v in matrix[k]],
                     "memory": memory_ids,
@@ -261,7 +261,7 @@ class TaskLoop:
         logger.info("task %d: test accuracy per task %s", k,
                     " ".join(f"{100 * matrix[k, j]:.1f}" for j in task_data.test_tasks))
         if if_main_process():
-            atomic_write_json(os.path.join(self.task_dir(k), "test_stats.json"), {
+            write_json_atomic(os.path.join(self.task_dir(k), "test_stats.json"), {
                 "accuracy": [matrix[k, j] for j in task_data.test_tasks],
                 "tasks": task_data.test_tasks,
                 "confusion": confusions,

@@ -18,21 +18,10 @@ given, else ``n_tasks`` groups drawn with ``task_seed``. Manifest ``fold``: 1 fo
 import logging
 import os
 
-from soundcl.data.common import (
-    plan_tasks,
-    handle_unreadable,
-    clear_prep_done,
-    digest_strings,
-    format_file_list,
-    list_files,
-    mark_prep_done,
-    prep_is_current,
-    probe_durations,
-    result_without_prep,
-    unreadable_files_error,
-    write_dataset_info,
-    write_task_manifests,
-)
+from soundcl.data.manifest import write_unreadable_list
+from soundcl.data.marker import digest_strings
+from soundcl.data.probe import format_file_list, list_files, probe_rows
+from soundcl.data.skeleton import plan_tasks, result_without_prep, write_manifests_once
 
 logger = logging.getLogger(__name__)
 
@@ -45,38 +34,20 @@ CLASSES = [
 #: Our split name -> CochlScene's folder.
 SPLIT_FOLDERS = {"train": "Train", "valid": "Val", "test": "Test"}
 FOLD_OF_SPLIT = {"train": 1, "valid": 2, "test": 3}
-SPLITS = tuple(SPLIT_FOLDERS)
 DEFAULT_N_TASKS = 4
 EXPECTED_LAYOUT = "<data_folder>/{Train,Val,Test}/<Class>/*.wav"
 
 
-def prepare(
-    data_folder,
-    save_folder,
-    task_classes=None,
-    n_tasks=None,
-    task_seed=1234,
-    skip_prep=False,
-    on_bad_audio="error",
-):
+def prepare(data_folder, save_folder, task_classes=None, n_tasks=None, task_seed=1234,
+            skip_prep=False, on_bad_audio="error"):
     """Write per-task train/valid/test manifests for CochlScene.
 
     Arguments
     ---------
     data_folder : str
         CochlScene root (holding ``Train``, ``Val`` and ``Test``).
-    save_folder : str
-        Where ``{train,valid,test}_task{k}.csv``, ``dataset_info.json`` and
-        ``prepare_opts.json`` go.
-    task_classes : list of list of int, optional
-        Explicit task split; ``None`` draws ``n_tasks`` groups with ``task_seed``.
-    n_tasks : int, optional
-        Number of drawn tasks (default :data:`DEFAULT_N_TASKS`); when ``task_classes``
-        is given too, it must agree with it.
-    task_seed : int
-        Seed of the drawn task split.
-    skip_prep : bool
-        If True, write and check nothing; return what the earlier preparation wrote.
+    save_folder, task_classes, n_tasks, task_seed, skip_prep
+        As for the other data sets with drawn task splits (:mod:`soundcl.data.skeleton`).
 
     Returns
     -------
@@ -94,7 +65,7 @@ def prepare(
     data_folder = os.path.abspath(data_folder)
     save_folder = os.path.abspath(save_folder)
     if skip_prep:
-        return result_without_prep(save_folder, SPLITS, DATASET_NAME)
+        return result_without_prep(save_folder, DATASET_NAME)
 
     files_by_split = {}
     classes_by_split = {}
@@ -138,72 +109,40 @@ def prepare(
         if empty:
             logger.warning("CochlScene: no wav file in %s for classes %s", SPLIT_FOLDERS[split], empty)
 
-    result = plan_tasks(classes, task_classes, n_tasks, task_seed, DEFAULT_N_TASKS, save_folder, SPLITS)
-    task_classes, manifests = result["task_classes"], result["manifests"]
+    result = plan_tasks(classes, task_classes, n_tasks, task_seed, DEFAULT_N_TASKS, save_folder)
     opts = {
-        "dataset": DATASET_NAME,
         "data_folder": data_folder,
-        "task_classes": task_classes,
         # The listing is the metadata: any added or removed file invalidates manifests.
         "files": {
             split: digest_strings(files) for split, files in files_by_split.items()
         },
     }
-    if prep_is_current(save_folder, opts, manifests=manifests):
-        logger.info("CochlScene: reusing prepared manifests in %s", save_folder)
-        return result
 
-    logger.info("CochlScene: preparing manifests in %s", save_folder)
-    os.makedirs(save_folder, exist_ok=True)
-    clear_prep_done(save_folder)
+    def make_rows():
+        class_idx = {label: i for i, label in enumerate(classes)}
+        rows_by_split, seen_ids, all_unreadable = {}, {}, []
+        for split, files in files_by_split.items():
+            folder = os.path.join(data_folder, SPLIT_FOLDERS[split])
+            rows = []
+            for relpath in files:
+                label, name = relpath.split("/")
+                clip_id, wav = os.path.splitext(name)[0], os.path.join(folder, label, name)
+                if clip_id in seen_ids:
+                    raise ValueError(
+                        f"CochlScene: two files share the name {clip_id}: {seen_ids[clip_id]} "
+                        f"and {wav}; clip ids must be unique"
+                    )
+                seen_ids[clip_id] = wav
+                rows.append({"ID": clip_id, "duration": 0.0, "wav": wav, "class_idx": class_idx[label],
+                             "label": label, "fold": FOLD_OF_SPLIT[split]})
+            what = f"CochlScene {SPLIT_FOLDERS[split]} audio files"
+            rows_by_split[split], unreadable = probe_rows(rows, what, on_bad_audio)
+            all_unreadable.extend(unreadable)
+        write_unreadable_list(save_folder, all_unreadable)
+        return rows_by_split, {}
 
-    class_idx = {label: i for i, label in enumerate(classes)}
-    rows_by_split = {}
-    seen_ids = {}
-    all_unreadable = []
-    for split, files in files_by_split.items():
-        folder = os.path.join(data_folder, SPLIT_FOLDERS[split])
-        paths = [os.path.join(folder, *relpath.split("/")) for relpath in files]
-        durations, unreadable = probe_durations(paths, f"CochlScene {SPLIT_FOLDERS[split]} clips")
-        if unreadable and on_bad_audio == "error":
-            raise unreadable_files_error(unreadable, f"CochlScene {SPLIT_FOLDERS[split]} audio files")
-        all_unreadable.extend(unreadable)
-        rows = []
-        for relpath, wav in zip(files, paths):
-            if wav not in durations:
-                continue  # unreadable, skipped under on_bad_audio=skip
-            label, name = relpath.split("/")
-            clip_id = os.path.splitext(name)[0]
-            if clip_id in seen_ids:
-                raise ValueError(
-                    f"CochlScene: two files share the name {clip_id}: {seen_ids[clip_id]} and "
-                    f"{wav}; clip ids must be unique"
-                )
-            seen_ids[clip_id] = wav
-            rows.append(
-                {
-                    "ID": clip_id,
-                    "duration": durations[wav],
-                    "wav": wav,
-                    "class_idx": class_idx[label],
-                    "label": label,
-                    "fold": FOLD_OF_SPLIT[split],
-                }
-            )
-        rows_by_split[split] = rows
-    handle_unreadable(all_unreadable, "CochlScene audio files", on_bad_audio, save_folder)
-
-    write_task_manifests(save_folder, rows_by_split, task_classes)
-    write_dataset_info(
-        save_folder, classes, task_classes,
-        clips={split: len(rows) for split, rows in rows_by_split.items()},
-    )
-    mark_prep_done(save_folder, opts, manifests=manifests)
-    logger.info(
-        "CochlScene: %d classes, %d tasks (%s clips)",
-        len(classes), len(task_classes),
-        ", ".join(f"{s}: {len(r)}" for s, r in rows_by_split.items()),
-    )
+    write_manifests_once(DATASET_NAME, save_folder, opts, result["task_classes"], make_rows, logger,
+                         classes=classes)
     return result
 
 

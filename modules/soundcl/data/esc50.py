@@ -15,16 +15,10 @@ import csv
 import logging
 import os
 
-from soundcl.data.common import (
-    check_audio_files,
-    clear_prep_done,
-    draw_valid_split,
-    mark_prep_done,
-    prep_is_current,
-    task_manifest_paths,
-    validate_task_classes,
-    write_task_manifests,
-)
+from soundcl.data.manifest import task_manifest_paths
+from soundcl.data.probe import probe_rows
+from soundcl.data.skeleton import SPLITS, write_manifests_once
+from soundcl.data.splits import split_train_valid, validate_task_classes
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +27,6 @@ FOLDS = (1, 2, 3, 4, 5)
 DEFAULT_TASK_CLASSES = [list(range(10 * t, 10 * (t + 1))) for t in range(5)]
 METADATA_RELPATH = os.path.join("meta", "esc50.csv")
 METADATA_COLUMNS = ["filename", "fold", "target", "category", "src_file"]
-SPLITS = ("train", "valid", "test")
 
 
 def read_metadata(metadata_file):
@@ -103,33 +96,22 @@ def prepare(data_folder, save_folder, task_classes=DEFAULT_TASK_CLASSES, test_fo
     task_classes = validate_task_classes(task_classes, len(classes))
     manifests = task_manifest_paths(save_folder, SPLITS, len(task_classes))
     result = {"classes": classes, "n_tasks": len(task_classes), "manifests": manifests}
-    opts = {"dataset": "ESC-50", "data_folder": data_folder, "task_classes": task_classes,
-            "test_fold": test_fold, "valid_fraction": valid_fraction, "seed": seed}
-    if prep_is_current(save_folder, opts, metadata_file=metadata_file, manifests=manifests):
-        logger.info("ESC-50: reusing prepared manifests in %s", save_folder)
-        return result
+    opts = {"data_folder": data_folder, "test_fold": test_fold, "valid_fraction": valid_fraction, "seed": seed}
 
-    os.makedirs(save_folder, exist_ok=True)
-    clear_prep_done(save_folder)
-    used_classes = {c for task in task_classes for c in task}
-    rows, groups = [], []
-    for entry in entries:
-        if entry["target"] not in used_classes:
-            continue
-        rows.append({
-            "ID": os.path.splitext(entry["filename"])[0],
-            "duration": 0.0,
-            "wav": os.path.join(data_folder, "audio", entry["filename"]),
-            "class_idx": entry["target"],
-            "label": entry["category"],
-            "fold": entry["fold"],
-        })
-        groups.append(entry["src_file"])
-    check_audio_files(rows, f"ESC-50 audio files (expected under {data_folder}/audio/)")
-    test = [r for r in rows if r["fold"] == test_fold]
-    pool = [(r, g) for r, g in zip(rows, groups) if r["fold"] != test_fold]
-    train, valid = draw_valid_split([r for r, _ in pool], [g for _, g in pool], valid_fraction, seed)
-    write_task_manifests(save_folder, {"train": train, "valid": valid, "test": test}, task_classes)
-    mark_prep_done(save_folder, opts, metadata_file=metadata_file, manifests=manifests)
-    logger.info("ESC-50 (test fold %d): train %d, valid %d, test %d clips", test_fold, len(train), len(valid), len(test))
+    def make_rows():
+        used_classes = {c for task in task_classes for c in task}
+        rows = [{"ID": os.path.splitext(e["filename"])[0], "duration": 0.0,
+                 "wav": os.path.join(data_folder, "audio", e["filename"]), "class_idx": e["target"],
+                 "label": e["category"], "fold": e["fold"]}
+                for e in entries if e["target"] in used_classes]
+        rows, _ = probe_rows(rows, "ESC-50 audio files", expected=f"under {data_folder}/audio/")
+        src_file = {e["filename"]: e["src_file"] for e in entries}
+        train, valid = split_train_valid(
+            [r for r in rows if r["fold"] != test_fold], valid_fraction, seed,
+            group_of=lambda row: src_file[os.path.basename(row["wav"])],
+        )
+        return {"train": train, "valid": valid, "test": [r for r in rows if r["fold"] == test_fold]}, None
+
+    write_manifests_once("ESC-50", save_folder, opts, task_classes, make_rows,
+                         logger, metadata_file=metadata_file)
     return result

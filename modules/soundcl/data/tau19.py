@@ -17,16 +17,10 @@ import csv
 import logging
 import os
 
-from soundcl.data.common import (
-    check_audio_files,
-    clear_prep_done,
-    draw_valid_split,
-    mark_prep_done,
-    prep_is_current,
-    task_manifest_paths,
-    validate_task_classes,
-    write_task_manifests,
-)
+from soundcl.data.manifest import task_manifest_paths
+from soundcl.data.probe import probe_rows
+from soundcl.data.skeleton import SPLITS, write_manifests_once
+from soundcl.data.splits import split_train_valid, validate_task_classes
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +28,6 @@ DEFAULT_TASK_CLASSES = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
 META_FILE = "meta.csv"
 TRAIN_FILE = os.path.join("evaluation_setup", "fold1_train.csv")
 EVALUATE_FILE = os.path.join("evaluation_setup", "fold1_evaluate.csv")
-SPLITS = ("train", "valid", "test")
 
 
 def _read_tsv(path, columns):
@@ -105,35 +98,30 @@ def prepare(data_folder, save_folder, task_classes=DEFAULT_TASK_CLASSES, valid_f
     task_classes = validate_task_classes(task_classes, len(classes))
     manifests = task_manifest_paths(save_folder, SPLITS, len(task_classes))
     result = {"classes": classes, "n_tasks": len(task_classes), "manifests": manifests}
-    opts = {"dataset": "TAU-urban-acoustic-scenes-2019", "data_folder": data_folder,
-            "task_classes": task_classes, "valid_fraction": valid_fraction, "seed": seed}
+    opts = {"data_folder": data_folder, "valid_fraction": valid_fraction, "seed": seed}
     metadata_file = os.path.join(data_folder, TRAIN_FILE)
-    if prep_is_current(save_folder, opts, metadata_file=metadata_file, manifests=manifests):
-        logger.info("TAU 2019: reusing prepared manifests in %s", save_folder)
-        return result
 
-    os.makedirs(save_folder, exist_ok=True)
-    clear_prep_done(save_folder)
-    index = {name: i for i, name in enumerate(classes)}
-    used = {c for task in task_classes for c in task}
+    def make_rows():
+        index = {name: i for i, name in enumerate(classes)}
+        used = {c for task in task_classes for c in task}
+        location = {}
 
-    def rows_of(entries):
-        rows = [{
-            "ID": os.path.splitext(os.path.basename(e["filename"]))[0],
-            "duration": 0.0,
-            "wav": os.path.join(data_folder, e["filename"]),
-            "class_idx": index[e["scene_label"]],
-            "label": e["scene_label"],
-            "fold": 1,
-        } for e in entries if index[e["scene_label"]] in used]
-        groups = [e["identifier"] for e in entries if index[e["scene_label"]] in used]
-        return rows, groups
+        def rows_of(entries):
+            rows = []
+            for e in entries:
+                if index[e["scene_label"]] in used:
+                    wav = os.path.join(data_folder, e["filename"])
+                    location[wav] = e["identifier"]
+                    rows.append({"ID": os.path.splitext(os.path.basename(e["filename"]))[0], "duration": 0.0,
+                                 "wav": wav, "class_idx": index[e["scene_label"]], "label": e["scene_label"],
+                                 "fold": 1})
+            return rows
 
-    pool, groups = rows_of(train_entries)
-    test, _ = rows_of(test_entries)
-    check_audio_files(pool + test, f"TAU 2019 audio files (expected under {data_folder}/audio/)")
-    train, valid = draw_valid_split(pool, groups, valid_fraction, seed)
-    write_task_manifests(save_folder, {"train": train, "valid": valid, "test": test}, task_classes)
-    mark_prep_done(save_folder, opts, metadata_file=metadata_file, manifests=manifests)
-    logger.info("TAU 2019 fold 1: train %d, valid %d, test %d clips", len(train), len(valid), len(test))
+        pool, test = rows_of(train_entries), rows_of(test_entries)
+        probe_rows(pool + test, "TAU 2019 audio files", expected=f"under {data_folder}/audio/")
+        train, valid = split_train_valid(pool, valid_fraction, seed, group_of=lambda row: location[row["wav"]])
+        return {"train": train, "valid": valid, "test": test}, None
+
+    write_manifests_once("TAU-urban-acoustic-scenes-2019", save_folder, opts, task_classes, make_rows, logger,
+                         metadata_file=metadata_file)
     return result

@@ -28,21 +28,11 @@ import csv
 import logging
 import os
 
-from soundcl.data.common import (
-    plan_tasks,
-    handle_unreadable,
-    clear_prep_done,
-    file_stamps,
-    mark_prep_done,
-    missing_files_error,
-    prep_is_current,
-    probe_durations,
-    result_without_prep,
-    split_train_valid,
-    unreadable_files_error,
-    write_dataset_info,
-    write_task_manifests,
-)
+from soundcl.data.manifest import write_unreadable_list
+from soundcl.data.marker import file_stamps
+from soundcl.data.probe import probe_rows
+from soundcl.data.skeleton import plan_tasks, result_without_prep, write_manifests_once
+from soundcl.data.splits import split_train_valid
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +43,6 @@ SPLIT_COLUMNS = ["filename", "scene_label"]
 SUBSETS = (5, 10, 25, 50, 100)
 SPLIT_SETUP_DIR = "split_setup"
 EVALUATION_SETUP_DIR = "evaluation_setup"
-SPLITS = ("train", "valid", "test")
 FOLD_OF_SPLIT = {"train": 1, "test": 2}
 EXTRA_FIELDS = ["device"]
 DEFAULT_N_TASKS = 5
@@ -64,42 +53,22 @@ EXPECTED_LAYOUT = (
 )
 
 
-def prepare(
-    data_folder,
-    save_folder,
-    task_classes=None,
-    n_tasks=None,
-    task_seed=1234,
-    subset=100,
-    valid_fraction=0.1,
-    valid_seed=1234,
-    skip_prep=False,
-    on_bad_audio="error",
-):
+def prepare(data_folder, save_folder, task_classes=None, n_tasks=None, task_seed=1234, subset=100,
+            valid_fraction=0.1, valid_seed=1234, skip_prep=False, on_bad_audio="error"):
     """Write per-task train/valid/test manifests for TAU Urban Acoustic Scenes 2022 Mobile.
 
     Arguments
     ---------
     data_folder : str
         Root of the development set (holding ``meta.csv``, ``audio/`` and the splits).
-    save_folder : str
-        Where ``{train,valid,test}_task{k}.csv``, ``dataset_info.json`` and
-        ``prepare_opts.json`` go.
-    task_classes : list of list of int, optional
-        Explicit task split; ``None`` draws ``n_tasks`` groups with ``task_seed``.
-    n_tasks : int, optional
-        Number of drawn tasks (default :data:`DEFAULT_N_TASKS`); when ``task_classes``
-        is given too, it must agree with it.
-    task_seed : int
-        Seed of the drawn task split.
+    save_folder, task_classes, n_tasks, task_seed, skip_prep
+        As for the other data sets with drawn task splits (:mod:`soundcl.data.skeleton`).
     subset : int
         Training subset in percent: 5, 10, 25, 50 or 100 (``split_setup/split{subset}.csv``).
     valid_fraction : float
         Part of each scene's training clips (whole locations) held out for validation.
     valid_seed : int
         Seed of the validation split.
-    skip_prep : bool
-        If True, write and check nothing; return what the earlier preparation wrote.
 
     Returns
     -------
@@ -122,7 +91,7 @@ def prepare(
     if isinstance(subset, bool) or subset not in SUBSETS:
         raise ValueError(f"subset must be one of {SUBSETS} (percent of the training set), got {subset!r}")
     if skip_prep:
-        return result_without_prep(save_folder, SPLITS, DATASET_NAME)
+        return result_without_prep(save_folder, DATASET_NAME)
 
     metadata_file = os.path.join(data_folder, METADATA_FILENAME)
     if not os.path.isfile(metadata_file):
@@ -156,76 +125,37 @@ def prepare(
             f"{len(overlap)} clips are in both {train_file} and {test_file}, e.g. {min(overlap)}"
         )
 
-    result = plan_tasks(classes, task_classes, n_tasks, task_seed, DEFAULT_N_TASKS, save_folder, SPLITS)
-    task_classes, manifests = result["task_classes"], result["manifests"]
-    opts = {
-        "dataset": DATASET_NAME,
-        "data_folder": data_folder,
-        "task_classes": task_classes,
-        "subset": subset,
-        "valid_fraction": valid_fraction,
-        "valid_seed": valid_seed,
-        "split_files": file_stamps([train_file, test_file]),
-    }
-    if prep_is_current(save_folder, opts, metadata_file=metadata_file, manifests=manifests):
-        logger.info("TAU22: reusing prepared manifests in %s", save_folder)
-        return result
+    result = plan_tasks(classes, task_classes, n_tasks, task_seed, DEFAULT_N_TASKS, save_folder)
+    opts = {"data_folder": data_folder, "subset": subset, "valid_fraction": valid_fraction,
+            "valid_seed": valid_seed, "split_files": file_stamps([train_file, test_file])}
 
-    logger.info("TAU22: preparing manifests in %s (subset %d%%)", save_folder, subset)
-    os.makedirs(save_folder, exist_ok=True)
-    clear_prep_done(save_folder)
+    def make_rows():
+        used_classes = {c for task in result["task_classes"] for c in task}
+        class_idx = {label: i for i, label in enumerate(classes)}
+        rows_by_original, location, all_unreadable = {}, {}, []
+        for split, entries in entries_by_original.items():
+            rows = []
+            for e in entries:
+                if class_idx[e["scene_label"]] in used_classes:
+                    wav = os.path.join(data_folder, *e["filename"].split("/"))
+                    rows.append({"ID": os.path.splitext(os.path.basename(wav))[0], "duration": 0.0,
+                                 "wav": wav, "class_idx": class_idx[e["scene_label"]],
+                                 "label": e["scene_label"], "fold": FOLD_OF_SPLIT[split],
+                                 "device": e["device"]})
+                    location[wav] = e["identifier"]
+            what = f"TAU 2022 Mobile audio files of the {split} split"
+            rows_by_original[split], unreadable = probe_rows(rows, what, on_bad_audio, expected=EXPECTED_LAYOUT)
+            all_unreadable.extend(unreadable)
+        write_unreadable_list(save_folder, all_unreadable)
+        train, valid = split_train_valid(
+            rows_by_original["train"], valid_fraction, valid_seed, group_of=lambda row: location[row["wav"]]
+        )
+        rows_by_split = {"train": train, "valid": valid, "test": rows_by_original["test"]}
+        devices = sorted({r["device"] for rows in rows_by_split.values() for r in rows})
+        return rows_by_split, {"subset": subset, "devices": devices}
 
-    used_classes = {c for task in task_classes for c in task}
-    class_idx = {label: i for i, label in enumerate(classes)}
-    rows_by_original = {}
-    all_unreadable = []
-    for split, entries in entries_by_original.items():
-        entries = [e for e in entries if class_idx[e["scene_label"]] in used_classes]
-        paths = [os.path.join(data_folder, *e["filename"].split("/")) for e in entries]
-        missing = [p for p in paths if not os.path.isfile(p)]
-        if missing:
-            raise missing_files_error(
-                missing, f"TAU 2022 Mobile audio files of the {split} split (expected {EXPECTED_LAYOUT})"
-            )
-        durations, unreadable = probe_durations(paths, f"TAU22 {split} clips")
-        if unreadable and on_bad_audio == "error":
-            raise unreadable_files_error(unreadable, "TAU 2022 Mobile audio files")
-        all_unreadable.extend(unreadable)
-        rows_by_original[split] = [
-            {
-                "ID": os.path.splitext(os.path.basename(wav))[0],
-                "duration": durations[wav],
-                "wav": wav,
-                "class_idx": class_idx[e["scene_label"]],
-                "label": e["scene_label"],
-                "fold": FOLD_OF_SPLIT[split],
-                "device": e["device"],
-                "identifier": e["identifier"],
-            }
-            for e, wav in zip(entries, paths)
-            if wav in durations  # unreadable ones are skipped under on_bad_audio=skip
-        ]
-    handle_unreadable(all_unreadable, "TAU 2022 Mobile audio files", on_bad_audio, save_folder)
-    train, valid = split_train_valid(
-        rows_by_original["train"], valid_fraction, valid_seed, group_key="identifier"
-    )
-    rows_by_split = {"train": train, "valid": valid, "test": rows_by_original["test"]}
-    for rows in rows_by_split.values():
-        for row in rows:
-            del row["identifier"]
-
-    write_task_manifests(save_folder, rows_by_split, task_classes, extra_fields=EXTRA_FIELDS)
-    write_dataset_info(
-        save_folder, classes, task_classes, subset=subset,
-        clips={split: len(rows) for split, rows in rows_by_split.items()},
-        devices=sorted({r["device"] for rows in rows_by_split.values() for r in rows}),
-    )
-    mark_prep_done(save_folder, opts, metadata_file=metadata_file, manifests=manifests)
-    logger.info(
-        "TAU22: %d classes, %d tasks (%s clips)",
-        len(classes), len(task_classes),
-        ", ".join(f"{s}: {len(r)}" for s, r in rows_by_split.items()),
-    )
+    write_manifests_once(DATASET_NAME, save_folder, opts, result["task_classes"], make_rows, logger,
+                         metadata_file=metadata_file, extra_fields=EXTRA_FIELDS, classes=classes)
     return result
 
 

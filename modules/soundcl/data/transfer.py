@@ -9,7 +9,7 @@ label spaces: 0..12 CochlScene, 13..22 TAU 2022) and writes
 import logging
 import os
 
-from soundcl.data.common import read_manifest, write_manifest
+from soundcl.data.manifest import read_manifest, write_manifest
 
 logger = logging.getLogger(__name__)
 

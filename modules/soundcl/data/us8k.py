@@ -11,7 +11,7 @@ Clips from one Freesound recording (``fsID``) all sit in the same fold, so the s
 to follow the folds (a random split would leak recordings between train and test).
 
 :func:`prepare` writes one manifest per (split, task) into ``save_folder``; see
-:mod:`soundcl.data.common` for the format. Class indices are UrbanSound8K's ``classID``.
+:mod:`soundcl.data.manifest` for the format. Class indices are UrbanSound8K's ``classID``.
 """
 
 import csv
@@ -19,19 +19,10 @@ import logging
 import operator
 import os
 
-import soundfile
-
-from soundcl.data.common import (
-    handle_unreadable,
-    clear_prep_done,
-    mark_prep_done,
-    missing_files_error,
-    prep_is_current,
-    read_manifest,
-    task_manifest_paths,
-    validate_task_classes,
-    write_task_manifests,
-)
+from soundcl.data.manifest import read_manifest, task_manifest_paths, write_unreadable_list
+from soundcl.data.probe import probe_rows
+from soundcl.data.skeleton import SPLITS, write_manifests_once
+from soundcl.data.splits import validate_task_classes
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +40,6 @@ METADATA_COLUMNS = [
     "slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"
 ]
 EXPECTED_LAYOUT = "<data_folder>/metadata/UrbanSound8K.csv and <data_folder>/audio/fold1..10/"
-SPLITS = ("train", "valid", "test")
 
 
 def prepare(
@@ -118,65 +108,29 @@ def prepare(
     manifests = task_manifest_paths(save_folder, SPLITS, len(task_classes))
     result = {"classes": classes, "n_tasks": len(task_classes), "manifests": manifests}
 
-    opts = {
-        "dataset": "UrbanSound8K",
-        "data_folder": data_folder,
-        "task_classes": task_classes,
-        "folds": folds_by_split,
-    }
-    if prep_is_current(save_folder, opts, metadata_file=metadata_file, manifests=manifests):
-        logger.info("UrbanSound8K: reusing prepared manifests in %s", save_folder)
-        return result
+    opts = {"data_folder": data_folder, "folds": folds_by_split}
 
-    logger.info("UrbanSound8K: preparing manifests in %s", save_folder)
-    os.makedirs(save_folder, exist_ok=True)
-    clear_prep_done(save_folder)
+    def make_rows():
+        # Only rows that end up in some manifest need their audio.
+        used_classes = {c for classes_of_task in task_classes for c in classes_of_task}
+        split_of_fold = {fold: split for split, folds in folds_by_split.items() for fold in folds}
+        rows = [
+            {"ID": os.path.splitext(e["slice_file_name"])[0], "duration": 0.0,
+             "wav": os.path.join(audio_folder, f"fold{e['fold']}", e["slice_file_name"]),
+             "class_idx": e["classID"], "label": e["class"], "fold": e["fold"]}
+            for e in entries if e["fold"] in split_of_fold and e["classID"] in used_classes
+        ]
+        rows, unreadable = probe_rows(rows, "UrbanSound8K audio files", on_bad_audio,
+                                      expected=f"under {audio_folder}/fold<fold>/")
+        write_unreadable_list(save_folder, unreadable)
+        rows_by_split = {split: [r for r in rows if split_of_fold[r["fold"]] == split] for split in SPLITS}
+        for split, folds in folds_by_split.items():
+            if not rows_by_split[split]:
+                logger.warning("UrbanSound8K: no clips in %s folds %s", split, folds)
+        return rows_by_split, None
 
-    # Only rows that end up in some manifest need their audio.
-    used_classes = {c for classes_of_task in task_classes for c in classes_of_task}
-    split_of_fold = {fold: split for split, folds in folds_by_split.items() for fold in folds}
-    used = [e for e in entries if e["fold"] in split_of_fold and e["classID"] in used_classes]
-
-    for entry in used:
-        entry["wav"] = os.path.join(audio_folder, f"fold{entry['fold']}", entry["slice_file_name"])
-    missing = [e["wav"] for e in used if not os.path.isfile(e["wav"])]
-    if missing:
-        raise missing_files_error(
-            missing, f"UrbanSound8K audio files (expected under {audio_folder}/fold<fold>/)"
-        )
-
-    rows_by_split = {split: [] for split in SPLITS}
-    unreadable = []
-    for entry in used:
-        try:
-            info = soundfile.info(entry["wav"])
-        except RuntimeError as err:  # soundfile.LibsndfileError derives from it
-            unreadable.append(f"{entry['wav']} ({err})")
-            continue
-        rows_by_split[split_of_fold[entry["fold"]]].append(
-            {
-                "ID": os.path.splitext(entry["slice_file_name"])[0],
-                "duration": round(info.frames / info.samplerate, 6),
-                "wav": entry["wav"],
-                "class_idx": entry["classID"],
-                "label": entry["class"],
-                "fold": entry["fold"],
-            }
-        )
-    handle_unreadable(unreadable, "UrbanSound8K audio files", on_bad_audio, save_folder)
-
-    for split, folds in folds_by_split.items():
-        if not rows_by_split[split]:
-            logger.warning("UrbanSound8K: no clips in %s folds %s", split, folds)
-
-    write_task_manifests(save_folder, rows_by_split, task_classes)
-    mark_prep_done(save_folder, opts, metadata_file=metadata_file, manifests=manifests)
-    logger.info(
-        "UrbanSound8K: wrote %d tasks x %d splits (%s clips)",
-        len(task_classes),
-        len(SPLITS),
-        ", ".join(f"{s}: {len(r)}" for s, r in rows_by_split.items()),
-    )
+    write_manifests_once("UrbanSound8K", save_folder, opts, task_classes, make_rows, logger,
+                         metadata_file=metadata_file)
     return result
 
 

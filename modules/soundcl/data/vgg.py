@@ -29,22 +29,12 @@ import csv
 import logging
 import os
 
-from soundcl.data.common import (
-    plan_tasks,
-    atomic_write_text,
-    clear_prep_done,
-    digest_strings,
-    format_file_list,
-    handle_unreadable,
-    list_files,
-    mark_prep_done,
-    prep_is_current,
-    probe_durations,
-    result_without_prep,
-    split_train_valid,
-    write_dataset_info,
-    write_task_manifests,
-)
+from soundcl.atomic import atomic_write_text
+from soundcl.data.manifest import write_unreadable_list
+from soundcl.data.marker import digest_strings
+from soundcl.data.probe import format_file_list, list_files, probe_rows
+from soundcl.data.skeleton import plan_tasks, result_without_prep, write_manifests_once
+from soundcl.data.splits import split_train_valid
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +44,6 @@ DEFAULT_AUDIO_DIRNAME = "audio"
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 ORIGINAL_SPLITS = ("train", "test")
 FOLD_OF_SPLIT = {"train": 1, "test": 2}
-SPLITS = ("train", "valid", "test")
 #: Tasks drawn when neither task_classes nor n_tasks is given.
 DEFAULT_N_TASKS = 10
 MISSING_LIST_FILE = "missing_clips.txt"
@@ -65,37 +54,18 @@ EXPECTED_LAYOUT = (
 )
 
 
-def prepare(
-    data_folder,
-    save_folder,
-    task_classes=None,
-    n_tasks=None,
-    task_seed=1234,
-    min_clips_per_class=1,
-    valid_fraction=0.1,
-    valid_seed=1234,
-    audio_dirname=DEFAULT_AUDIO_DIRNAME,
-    metadata_file=None,
-    skip_prep=False,
-    on_bad_audio="skip",
-):
+def prepare(data_folder, save_folder, task_classes=None, n_tasks=None, task_seed=1234,
+            min_clips_per_class=1, valid_fraction=0.1, valid_seed=1234,
+            audio_dirname=DEFAULT_AUDIO_DIRNAME, metadata_file=None, skip_prep=False,
+            on_bad_audio="skip"):
     """Write per-task train/valid/test manifests for VGGSound.
 
     Arguments
     ---------
     data_folder : str
         VGGSound root (holding ``vggsound.csv`` and the audio folder).
-    save_folder : str
-        Where ``{train,valid,test}_task{k}.csv``, ``missing_clips.txt``,
-        ``dataset_info.json`` and ``prepare_opts.json`` go.
-    task_classes : list of list of int, optional
-        Explicit task split (indices into the kept classes); ``None`` draws ``n_tasks``
-        groups with ``task_seed``.
-    n_tasks : int, optional
-        Number of drawn tasks (default :data:`DEFAULT_N_TASKS`); when ``task_classes``
-        is given too, it must agree with it.
-    task_seed : int
-        Seed of the drawn task split.
+    save_folder, task_classes, n_tasks, task_seed, skip_prep
+        As for the other data sets with drawn task splits (:mod:`soundcl.data.skeleton`).
     min_clips_per_class : int
         Classes with fewer training clips on disk are dropped (logged).
     valid_fraction : float
@@ -106,8 +76,6 @@ def prepare(
         Audio folder relative to ``data_folder`` (``"."``: the data folder itself).
     metadata_file : str, optional
         The clip list; default ``<data_folder>/vggsound.csv``.
-    skip_prep : bool
-        If True, write and check nothing; return what the earlier preparation wrote.
     on_bad_audio : str
         Clips on disk that soundfile cannot read: ``"skip"`` (default; like absent
         clips, they are left out and listed) or ``"error"`` (raise, listing them).
@@ -131,7 +99,7 @@ def prepare(
     data_folder = os.path.abspath(data_folder)
     save_folder = os.path.abspath(save_folder)
     if skip_prep:
-        return result_without_prep(save_folder, SPLITS, DATASET_NAME)
+        return result_without_prep(save_folder, DATASET_NAME)
 
     metadata_file = os.path.abspath(metadata_file or os.path.join(data_folder, METADATA_FILENAME))
     audio_folder = os.path.normpath(os.path.join(data_folder, audio_dirname))
@@ -179,88 +147,49 @@ def prepare(
         raise ValueError(
             f"VGGSound: no class has min_clips_per_class={min_clips_per_class} training clips"
         )
-    result = plan_tasks(classes, task_classes, n_tasks, task_seed, DEFAULT_N_TASKS, save_folder, SPLITS)
-    task_classes, manifests = result["task_classes"], result["manifests"]
-
+    result = plan_tasks(classes, task_classes, n_tasks, task_seed, DEFAULT_N_TASKS, save_folder)
     opts = {
-        "dataset": DATASET_NAME,
         "data_folder": data_folder,
         "audio_folder": audio_folder,
-        "task_classes": task_classes,
         "min_clips_per_class": min_clips_per_class,
         "valid_fraction": valid_fraction,
         "valid_seed": valid_seed,
         # New or deleted clips change the manifests: fingerprint what was found.
         "clips_found": digest_strings(e["relpath"] for e in found),
     }
-    if prep_is_current(save_folder, opts, metadata_file=metadata_file, manifests=manifests):
-        logger.info("VGGSound: reusing prepared manifests in %s", save_folder)
-        return result
 
-    logger.info("VGGSound: preparing manifests in %s", save_folder)
-    os.makedirs(save_folder, exist_ok=True)
-    clear_prep_done(save_folder)
-
-    class_idx = {label: i for i, label in enumerate(classes)}
-    used = [e for e in found if e["label"] in class_idx]
-    durations, unreadable = probe_durations(
-        [os.path.join(audio_folder, e["relpath"]) for e in used], "VGGSound clips"
-    )
-    # Under skip it also lists them for the run's bad-audio report.
-    handle_unreadable(unreadable, "VGGSound clips", on_bad_audio, save_folder)
-    rows_by_original = {split: [] for split in ORIGINAL_SPLITS}
-    for entry in used:
-        wav = os.path.join(audio_folder, entry["relpath"])
-        if wav not in durations:
-            continue
-        rows_by_original[entry["split"]].append(
-            {
-                "ID": _clip_stem(entry),
-                "duration": durations[wav],
-                "wav": wav,
-                "class_idx": class_idx[entry["label"]],
-                "label": entry["label"],
-                "fold": FOLD_OF_SPLIT[entry["split"]],
-                "youtube_id": entry["youtube_id"],
-            }
+    def make_rows():
+        class_idx = {label: i for i, label in enumerate(classes)}
+        rows = [
+            {"ID": _clip_stem(e), "duration": 0.0, "wav": os.path.join(audio_folder, e["relpath"]),
+             "class_idx": class_idx[e["label"]], "label": e["label"], "fold": FOLD_OF_SPLIT[e["split"]]}
+            for e in found if e["label"] in class_idx
+        ]
+        rows, unreadable = probe_rows(rows, "VGGSound clips", on_bad_audio)
+        write_unreadable_list(save_folder, unreadable)  # for the run's bad-audio report
+        train, valid = split_train_valid(
+            [r for r in rows if r["fold"] == FOLD_OF_SPLIT["train"]], valid_fraction, valid_seed,
+            group_of=lambda row: row["ID"].rsplit("_", 1)[0],  # the YouTube id
         )
-    train, valid = split_train_valid(
-        rows_by_original["train"], valid_fraction, valid_seed, group_key="youtube_id"
-    )
-    rows_by_split = {"train": train, "valid": valid, "test": rows_by_original["test"]}
-    for rows in rows_by_split.values():
-        for row in rows:
-            del row["youtube_id"]
-    _write_missing_list(os.path.join(save_folder, MISSING_LIST_FILE), missing, unreadable)
-    if missing or unreadable:
-        logger.warning(
-            "VGGSound: %d of %d listed clips are not on disk and %d cannot be read; they "
-            "are skipped (list in %s)",
-            len(missing), len(entries), len(unreadable),
-            os.path.join(save_folder, MISSING_LIST_FILE),
-        )
-    if duplicates:
-        logger.warning("VGGSound: %d duplicate lines of %s ignored", duplicates, metadata_file)
-    for label in classes:
-        if not any(r["label"] == label for r in rows_by_split["test"]):
-            logger.warning("VGGSound: class %r has no test clip on disk", label)
+        rows_by_split = {"train": train, "valid": valid,
+                         "test": [r for r in rows if r["fold"] == FOLD_OF_SPLIT["test"]]}
+        missing_list = os.path.join(save_folder, MISSING_LIST_FILE)
+        _write_missing_list(missing_list, missing, unreadable)
+        if missing or unreadable:
+            logger.warning(
+                "VGGSound: %d of %d listed clips are not on disk and %d cannot be read; they "
+                "are skipped (list in %s)", len(missing), len(entries), len(unreadable), missing_list,
+            )
+        if duplicates:
+            logger.warning("VGGSound: %d duplicate lines of %s ignored", duplicates, metadata_file)
+        for label in classes:
+            if not any(r["label"] == label for r in rows_by_split["test"]):
+                logger.warning("VGGSound: class %r has no test clip on disk", label)
+        info = {"dropped_classes": dropped, "n_missing": len(missing), "n_unreadable": len(unreadable)}
+        return rows_by_split, info
 
-    write_task_manifests(save_folder, rows_by_split, task_classes)
-    write_dataset_info(
-        save_folder,
-        classes,
-        task_classes,
-        dropped_classes=dropped,
-        n_missing=len(missing),
-        n_unreadable=len(unreadable),
-        clips={split: len(rows) for split, rows in rows_by_split.items()},
-    )
-    mark_prep_done(save_folder, opts, metadata_file=metadata_file, manifests=manifests)
-    logger.info(
-        "VGGSound: %d classes, %d tasks (%s clips)",
-        len(classes), len(task_classes),
-        ", ".join(f"{s}: {len(r)}" for s, r in rows_by_split.items()),
-    )
+    write_manifests_once(DATASET_NAME, save_folder, opts, result["task_classes"], make_rows, logger,
+                         metadata_file=metadata_file, classes=classes)
     return result
 
 

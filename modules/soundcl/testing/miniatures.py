@@ -3,7 +3,7 @@
 One function per data set (:func:`make_us8k`, :func:`make_esc50`, :func:`make_tau19`,
 :func:`make_tau22`, :func:`make_cochl`, :func:`make_vgg`) writes a folder that the data
 set's ``prepare`` reads like the real corpus, with a handful of short generated clips per
-class (the sound types of :mod:`soundcl.data.synthetic`, so classes are learnable).
+class (the sound types of :mod:`soundcl.data.sounds`, so classes are learnable).
 
 Where the real metadata file is available (the shared data folder, see
 :func:`default_shared_data_dir`), the miniature's metadata is a subset of its rows copied
@@ -27,8 +27,10 @@ import shutil
 import numpy as np
 import soundfile
 
+from soundcl.atomic import atomic_write_text, write_json_atomic
 from soundcl.data import synthetic
-from soundcl.data.common import atomic_write_text, write_json_atomic
+from soundcl.data.cochl import CLASSES as COCHL_CLASSES
+from soundcl.data.sounds import render_clip
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +38,6 @@ MARKER_FILE = "miniature_opts.json"
 #: Bump when a miniature's content changes for the same arguments.
 MINIATURE_VERSION = 1
 
-COCHL_CLASSES = [
-    "Bus", "Cafe", "Car", "CrowdedIndoor", "Elevator", "Kitchen", "Park",
-    "ResidentialArea", "Restaurant", "Restroom", "Street", "Subway", "SubwayStation",
-]
 TAU_SCENES = [
     "airport", "bus", "metro", "metro_station", "park", "public_square",
     "shopping_mall", "street_pedestrian", "street_traffic", "tram",
@@ -75,9 +73,7 @@ def make_us8k(folder, shared_data_dir=None, clips_per_class_per_fold=1, clip_sec
     params = _params("us8k", locals())
     real = _real_file(shared_data_dir, "UrbanSound8K", "metadata", "UrbanSound8K.csv")
     if real is None:
-        from soundcl.data import synthetic as synth
-
-        return str(synth.generate(folder, clips_per_class_per_fold=clips_per_class_per_fold, seed=seed))
+        return str(synthetic.generate(folder, clips_per_class_per_fold=clips_per_class_per_fold, seed=seed))
     if _reuse(folder, params):
         return folder
     header, rows = _read_lines_csv(real)
@@ -89,7 +85,7 @@ def make_us8k(folder, shared_data_dir=None, clips_per_class_per_fold=1, clip_sec
             os.path.join(folder, "audio", f"fold{row['fold']}", row["slice_file_name"]),
             int(row["classID"]), (seed, i), rate, clip_seconds, channels, subtype,
         )
-    _write_text(os.path.join(folder, "metadata", "UrbanSound8K.csv"),
+    atomic_write_text(os.path.join(folder, "metadata", "UrbanSound8K.csv"),
                 header + "".join(line for line, _ in kept))
     return _done(folder, params)
 
@@ -123,7 +119,7 @@ def make_esc50(folder, shared_data_dir=None, n_classes=10, clips_per_class_per_f
     for i, (_, row) in enumerate(kept):
         _write_clip(os.path.join(folder, "audio", row["filename"]), int(row["target"]),
                     (seed, i), 44100, clip_seconds, 1, "PCM_16")
-    _write_text(os.path.join(folder, "meta", "esc50.csv"), header + "".join(line for line, _ in kept))
+    atomic_write_text(os.path.join(folder, "meta", "esc50.csv"), header + "".join(line for line, _ in kept))
     return _done(folder, params)
 
 
@@ -170,11 +166,11 @@ def make_tau19(folder, shared_data_dir=None, clips_per_class=2, clip_seconds=0.5
         _write_clip(os.path.join(folder, *row["filename"].split("/")),
                     scenes.index(row["scene_label"]), (seed, i), 48000, clip_seconds, 2, "PCM_24")
     setup_out = os.path.join(folder, "evaluation_setup")
-    _write_text(os.path.join(folder, "meta.csv"), meta_header + "".join(l for l, _ in meta))
-    _write_text(os.path.join(setup_out, "fold1_train.csv"), train_header + "".join(l for l, _ in train))
-    _write_text(os.path.join(setup_out, "fold1_evaluate.csv"),
+    atomic_write_text(os.path.join(folder, "meta.csv"), meta_header + "".join(l for l, _ in meta))
+    atomic_write_text(os.path.join(setup_out, "fold1_train.csv"), train_header + "".join(l for l, _ in train))
+    atomic_write_text(os.path.join(setup_out, "fold1_evaluate.csv"),
                 eval_header + "".join(l for l, _ in evaluate))
-    _write_text(os.path.join(setup_out, "fold1_test.csv"),
+    atomic_write_text(os.path.join(setup_out, "fold1_test.csv"),
                 test_header + "".join(row["filename"] + "\n" for _, row in evaluate))
     return _done(folder, params)
 
@@ -233,13 +229,13 @@ def make_tau22(folder, shared_data_dir=None, train_clips_per_class=4, test_clips
         meta_lines.append("\t".join([row["filename"], row["scene_label"], f"{city}-{location}", device]) + "\n")
         _write_clip(os.path.join(folder, *row["filename"].split("/")),
                     scenes.index(row["scene_label"]), (seed, i), 44100, clip_seconds, 1, "PCM_16")
-    _write_text(os.path.join(folder, "meta.csv"), meta_header + "".join(meta_lines))
+    atomic_write_text(os.path.join(folder, "meta.csv"), meta_header + "".join(meta_lines))
     setup = os.path.join(folder, "split_setup")
-    _write_text(os.path.join(setup, "test.csv"), split_header + "".join(l for l, _ in test))
+    atomic_write_text(os.path.join(setup, "test.csv"), split_header + "".join(l for l, _ in test))
     for percent in (5, 10, 25, 50, 100):
         keep = max(1, int(np.ceil(train_clips_per_class * percent / 100)))
         subset = [(l, r) for k, (l, r) in enumerate(train) if k % train_clips_per_class < keep]
-        _write_text(os.path.join(setup, f"split{percent}.csv"),
+        atomic_write_text(os.path.join(setup, f"split{percent}.csv"),
                     split_header + "".join(l for l, _ in subset))
     return _done(folder, params)
 
@@ -322,7 +318,7 @@ def make_vgg(folder, shared_data_dir=None, n_classes=6, train_clips_per_class=4,
                         (seed, class_idx, j), 16000, clip_seconds, 1, None)
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(lines)
-    _write_text(os.path.join(folder, "vggsound.csv"), buffer.getvalue())
+    atomic_write_text(os.path.join(folder, "vggsound.csv"), buffer.getvalue())
     return _done(folder, params)
 
 
@@ -410,13 +406,9 @@ def _first_per_cell(rows, cell_of, per_cell):
     return kept
 
 
-def _write_text(path, text):
-    atomic_write_text(path, lambda f: f.write(text))
-
-
 def _write_clip(path, class_id, seed_parts, sample_rate, seconds, channels, subtype):
     """A generated clip of ``class_id``; format from the extension (wav/flac/ogg)."""
     rng = np.random.default_rng([*seed_parts, class_id])
-    audio = synthetic.render_clip(class_id, int(round(seconds * sample_rate)), sample_rate, rng, channels)
+    audio = render_clip(class_id, int(round(seconds * sample_rate)), sample_rate, rng, channels)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     soundfile.write(path, audio, sample_rate, subtype=subtype)
