@@ -154,15 +154,19 @@ class SupervisedBrain(ClassifierStages, ContinualFeatureBrain):
 
     HPARAMS = {"use_mixup": REQUIRED, "mixup_alpha": REQUIRED}
 
-    def compute_forward(self, batch, stage):
-        """Returns logits [batch, n_classes] with unseen classes masked, and mixup info."""
+    def mixed_embeddings(self, batch, stage):
+        """Embeddings [batch, emb_dim] of the (in training, mixed-up) features, and the mixup info."""
         batch = batch.to(self.device)
         wavs, lens = batch.sig
         feats = self.compute_feats(wavs, lens, stage)
         perm, lam = None, 1.0
         if stage == sb.Stage.TRAIN and self.hparams.use_mixup:
             feats, perm, lam = mixup(feats, self.hparams.mixup_alpha)
-        emb = self.modules.embedding_model(feats, lens)
+        return self.modules.embedding_model(feats, lens), perm, lam
+
+    def compute_forward(self, batch, stage):
+        """Returns logits [batch, n_classes] with unseen classes masked, and mixup info."""
+        emb, perm, lam = self.mixed_embeddings(batch, stage)
         logits = self.modules.classifier(emb)
         logits = logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT)
         return logits, perm, lam

@@ -22,10 +22,9 @@ brain's modules on the brain's device.
 """
 import torch
 
-import speechbrain as sb
-
 from soundcl.contract import REQUIRED, ConfigError
-from soundcl.perturbations import EMBEDDING, FEATURES, WAVEFORM, RandomChoice, make_perturbation, vote_uncertainty
+from soundcl.memory_scores import compute_embeddings, evenly_spaced, herding, perturbed_predictions
+from soundcl.perturbations import make_perturbation, vote_uncertainty
 
 
 def _parse_num_keep(num_keep):
@@ -117,144 +116,6 @@ def _group_by_class(ids, rows_by_id):
     for pos, clip_id in enumerate(ids):
         groups.setdefault(int(rows_by_id[clip_id]["class_idx"]), []).append(pos)
     return groups
-
-
-class _EvalMode:
-    """Modules of ``brain`` in eval mode under no_grad; training flags restored on exit."""
-
-    def __init__(self, brain):
-        self.brain = brain
-
-    def __enter__(self):
-        self.flags = {name: m.training for name, m in self.brain.modules.items()}
-        self.brain.modules.eval()
-        self.no_grad = torch.no_grad()
-        self.no_grad.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.no_grad.__exit__(*exc)
-        for name, module in self.brain.modules.items():
-            module.train(self.flags[name])
-
-
-def _batches(ids, context):
-    """Yield (ids, wavs [B, samples] on the brain's device, relative lens [B])."""
-    rows = [context.rows_by_id[i] for i in ids]
-    loader_kwargs = dict(context.loader_kwargs)
-    loader_kwargs["shuffle"] = False
-    loader = sb.dataio.dataloader.make_dataloader(context.make_dataset(rows, train=False), **loader_kwargs)
-    device = context.brain.device
-    for batch in loader:
-        wavs, lens = batch.sig
-        yield batch.id, wavs.to(device), lens.to(device)
-
-
-def _features(brain, wavs, lens):
-    return brain.compute_feats(wavs, lens, sb.Stage.TEST)
-
-
-def _masked_logits(brain, emb, seen_classes):
-    logits = brain.modules.classifier(emb)
-    mask = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    mask[list(seen_classes)] = True
-    return logits.masked_fill(~mask, float("-inf"))
-
-
-def _in_order(ids, out_ids, values):
-    """Reorder per-batch results to the order of ``ids``."""
-    position = {clip_id: pos for pos, clip_id in enumerate(out_ids)}
-    return values[torch.as_tensor([position[i] for i in ids], dtype=torch.long)]
-
-
-def compute_embeddings(ids, context):
-    """One encoder pass over the clips: embeddings [len(ids), emb_dim] (CPU, float32)."""
-    brain = context.brain
-    out_ids, embs = [], []
-    with _EvalMode(brain):
-        for batch_ids, wavs, lens in _batches(ids, context):
-            embs.append(brain.modules.embedding_model(_features(brain, wavs, lens), lens).float().cpu())
-            out_ids.extend(batch_ids)
-    return _in_order(ids, out_ids, torch.cat(embs)) if embs else torch.zeros(0)
-
-
-def plain_predictions(ids, context):
-    """One forward pass: predicted class per clip, LongTensor [len(ids)]."""
-    brain = context.brain
-    out_ids, preds = [], []
-    with _EvalMode(brain):
-        for batch_ids, wavs, lens in _batches(ids, context):
-            emb = brain.modules.embedding_model(_features(brain, wavs, lens), lens)
-            preds.append(_masked_logits(brain, emb, context.seen_classes).argmax(-1).cpu())
-            out_ids.extend(batch_ids)
-    return _in_order(ids, out_ids, torch.cat(preds)) if preds else torch.zeros(0, dtype=torch.long)
-
-
-def perturbed_predictions(ids, context, perturbation, k, generator):
-    """k perturbed predictions per clip: LongTensor [len(ids), k].
-
-    Each batch pays only for what the perturbation needs: a waveform
-    perturbation re-runs front end, encoder and head k times; a feature one
-    runs the front end once; an embedding one (noisytune) runs the encoder once
-    and the head k times.
-    """
-    if k < 1:
-        raise ValueError(f"metric_k must be >= 1, got {k}")
-    brain = context.brain
-    encoder = brain.modules.embedding_model
-    out_ids, preds = [], []
-    with _EvalMode(brain):
-        for batch_ids, wavs, lens in _batches(ids, context):
-            feats = emb = None
-            batch_preds = []
-            for _ in range(k):
-                draw = perturbation.draw(generator) if isinstance(perturbation, RandomChoice) else perturbation
-                if draw.level == WAVEFORM:
-                    logits_emb = encoder(_features(brain, draw(wavs, generator, lens), lens), lens)
-                elif draw.level == FEATURES:
-                    feats = _features(brain, wavs, lens) if feats is None else feats
-                    logits_emb = encoder(draw(feats, generator, lens), lens)
-                elif draw.level == EMBEDDING:
-                    if emb is None:
-                        feats = _features(brain, wavs, lens) if feats is None else feats
-                        emb = encoder(feats, lens)
-                    logits_emb = draw(emb, generator, lens)
-                else:
-                    raise ValueError(f"perturbation {draw!r} has unknown level {draw.level!r}")
-                batch_preds.append(_masked_logits(brain, logits_emb, context.seen_classes).argmax(-1).cpu())
-            preds.append(torch.stack(batch_preds, dim=1))
-            out_ids.extend(batch_ids)
-    return _in_order(ids, out_ids, torch.cat(preds)) if preds else torch.zeros(0, k, dtype=torch.long)
-
-
-def herding(features, n_select):
-    """iCaRL herding: indices of ``n_select`` rows whose running mean tracks the mean.
-
-    features : [n, dim] (already L2-normalised) -> list of ``min(n_select, n)``
-    distinct row indices, in the order picked. Step i picks the row that brings
-    the mean of the i rows picked so far closest (L2) to the mean of all rows;
-    ties go to the lowest index.
-    """
-    features = torch.as_tensor(features, dtype=torch.float64)
-    n = features.shape[0]
-    target = features.mean(dim=0)
-    running = torch.zeros_like(target)
-    available = torch.ones(n, dtype=torch.bool)
-    picked = []
-    for i in range(1, min(n_select, n) + 1):
-        distances = torch.linalg.vector_norm(target[None, :] - (running[None, :] + features) / i, dim=1)
-        distances[~available] = float("inf")
-        j = int(torch.argmin(distances))
-        picked.append(j)
-        running += features[j]
-        available[j] = False
-    return picked
-
-
-def evenly_spaced(n_items, n_select):
-    """``n_select`` distinct indices spread over ``range(n_items)``, first one included."""
-    n_select = min(n_select, n_items)
-    return [int(i * n_items // n_select) for i in range(n_select)]
 
 
 # --------------------------------------------------------------------------- policies

@@ -23,7 +23,7 @@ import torch
 import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process
 
-from soundcl.brains import UNSEEN_LOGIT, SupervisedBrain, mixup, mixup_cross_entropy
+from soundcl.brains import UNSEEN_LOGIT, SupervisedBrain, mixup_cross_entropy
 from soundcl.contract import REQUIRED
 
 logger = logging.getLogger(__name__)
@@ -65,13 +65,7 @@ class SceneBrain(SupervisedBrain):
 
     def compute_forward(self, batch, stage):
         """Returns scene logits [batch, n_classes] (unseen masked), group logits [batch, n_groups] or None, mixup info."""
-        batch = batch.to(self.device)
-        wavs, lens = batch.sig
-        feats = self.compute_feats(wavs, lens, stage)
-        perm, lam = None, 1.0
-        if stage == sb.Stage.TRAIN and self.hparams.use_mixup:
-            feats, perm, lam = mixup(feats, self.hparams.mixup_alpha)
-        emb = self.modules.embedding_model(feats, lens)
+        emb, perm, lam = self.mixed_embeddings(batch, stage)
         logits = self.modules.classifier(emb).masked_fill(~self.seen_mask(emb.device), UNSEEN_LOGIT)
         group_logits = self.modules.group_classifier(emb) if self.class_to_group is not None else None
         return logits, group_logits, perm, lam
