@@ -4,7 +4,7 @@ Each perturbation acts at one level of the model:
 
 * ``EmbeddingNoise`` (``noisytune``): on the classifier's input embedding,
   so the encoder runs once and only the head is re-run k times;
-* ``PitchTimeShift`` (``shift``) and ``ColoredNoise`` (``noise``): on the
+* ``SpeedChangeAndRoll`` (``shift``) and ``ColoredNoise`` (``noise``): on the
   waveform, so each of the k draws costs a full forward pass;
 * ``FeatureMask`` (``mask``): time/frequency masks on the log-mel features
   (front end once, encoder + head k times).
@@ -50,12 +50,12 @@ class EmbeddingNoise:
         return emb + self.noise_lambda * noise * std.to(emb.dtype)
 
 
-class PitchTimeShift:
-    """Pitch shift (by resampling, +-``max_semitones``) then a circular time shift.
+class SpeedChangeAndRoll:
+    """Speed change (resampling by up to +-``max_semitones``) then a circular time shift.
 
-    The pitch shift reads the clip at speed ``2 ** (s / 12)`` (pitch and tempo
-    change together, as a tape would), trimmed or zero-padded back to its length;
-    the time shift rolls the clip by up to ``max_shift`` of its length.
+    Not a pitch shift: the clip is read at speed ``2 ** (s / 12)``, so pitch and
+    tempo change together (as a tape would), then trimmed or zero-padded back
+    to its length; the roll moves the clip by up to ``max_shift`` of its length.
     wavs [batch, samples], lens [batch] -> [batch, samples].
     """
 
@@ -167,13 +167,13 @@ def make_perturbation(metric, noise_lambda=0.1):
     if metric == "noisytune":
         return EmbeddingNoise(noise_lambda)
     if metric == "shift":
-        return PitchTimeShift()
+        return SpeedChangeAndRoll()
     if metric == "noise":
         return ColoredNoise()
     if metric == "mask":
         return FeatureMask()
     if metric == "combination":
-        return RandomChoice([PitchTimeShift(), ColoredNoise(), FeatureMask()])
+        return RandomChoice([SpeedChangeAndRoll(), ColoredNoise(), FeatureMask()])
     raise ValueError(
         f"unknown uncert_metric {metric!r}: expected noisytune, shift, noise, mask or combination"
     )
