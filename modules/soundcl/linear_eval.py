@@ -450,14 +450,17 @@ class KnnEvalBrain(LinearEvalBrain):
         self.bank_labels = torch.cat(labels)  # [n_train]
 
     def compute_forward(self, batch, stage):
-        """Vote scores [batch, n_classes]: neighbour count + a tie-breaking similarity term < 1."""
+        """kNN class scores [batch, n_classes] of :func:`soundcl.knn.knn_scores`.
+
+        Optional hparams ``knn_rule`` (default ``exp``, the original's) and ``knn_temperature`` (default 0.1).
+        """
+        from soundcl.knn import knn_scores
+
         batch = batch.to(self.device)
-        query = F.normalize(self.batch_embeddings(batch).float(), dim=-1)
-        k = min(int(self.hparams.knn_k), self.bank.shape[0])
-        sims, index = (query @ self.bank.T).topk(k, dim=-1)  # [batch, k]
-        votes = 1.0 + (sims + 1.0) / (2.0 * (k + 1))
-        scores = torch.zeros(query.shape[0], self.hparams.n_classes, device=query.device)
-        return scores.scatter_add_(1, self.bank_labels[index], votes)
+        return knn_scores(
+            self.batch_embeddings(batch), self.bank, self.bank_labels, self.hparams.n_classes, k=self.hparams.knn_k,
+            temperature=getattr(self.hparams, "knn_temperature", 0.1), rule=getattr(self.hparams, "knn_rule", "exp"),
+        )
 
     def compute_objectives(self, scores, batch, stage):
         targets = torch.as_tensor(batch.class_idx, dtype=torch.long, device=scores.device)
