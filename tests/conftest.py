@@ -8,17 +8,34 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def under_ci():
+    """Whether the tests run under CI (``CI=true`` in the environment, as .ci/run and CI services set)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_shared(path, what):
+    """``path`` if it exists; else skip the calling test, or fail it under CI.
+
+    Under CI the real metadata in ``../shared/data`` must be there: a missing
+    file is a failure, not a silent skip.
+    """
+    if os.path.exists(path):
+        return path
+    message = f"{what} not found at {path}"
+    if under_ci():
+        pytest.fail(f"{message} (CI=true: the real metadata in ../shared/data is required)", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir():
     """Folder with the real metadata files of the public data sets (no audio).
 
     It lives beside the repository, at ``<repo root>/../shared/data``; tests that need
-    it are skipped where it is absent.
+    it are skipped where it is absent, and fail under CI (:func:`require_shared`).
     """
     path = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data"))
-    if not os.path.isdir(path):
-        pytest.skip(f"shared data folder not found at {path} (real metadata files needed)")
-    return path
+    return require_shared(path, "shared data folder (real metadata files)")
 
 
 @pytest.fixture(scope="session")

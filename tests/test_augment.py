@@ -23,6 +23,18 @@ def test_augmentation_keeps_shapes_and_is_random_across_calls():
     # Two copies of a clip in one batch get different augmentations.
     pair = aug(torch.cat([x[:1], x[:1]]))
     assert not torch.equal(pair[0], pair[1])
+    # Every piece alone also draws per example, and the input is never modified in place.
+    for piece in (
+        dict(time_warp=True, time_warp_window=10, n_freq_mask=0, n_time_mask=0),
+        dict(time_warp=False, n_freq_mask=0, n_time_mask=0, time_roll=True),
+        dict(time_warp=False, n_freq_mask=0, n_time_mask=0, freq_shift=3),
+        dict(time_warp=False, n_freq_mask=1, n_time_mask=0),
+        dict(time_warp=False, n_freq_mask=0, n_time_mask=1),
+    ):
+        same = x[:1].repeat(8, 1, 1)
+        out = TimeFreqAugment(**piece)(same)
+        assert torch.equal(same, x[:1].repeat(8, 1, 1)), piece
+        assert any(not torch.equal(out[0], out[i]) for i in range(1, 8)), piece
 
 
 def test_augmentation_is_identity_when_switched_off():
@@ -33,13 +45,14 @@ def test_augmentation_is_identity_when_switched_off():
 
 
 def test_masks_have_the_configured_widths():
-    x = _feats(batch=8)
+    """Never cut short at the edge (64 examples: a mask start drawn in [0, size) would be cut in ~7% of them)."""
+    x = _feats(batch=64)
     time_only = TimeFreqAugment(time_warp=False, n_freq_mask=0, n_time_mask=1, time_mask_width=[7, 7])
     zero_frames = (time_only(x) == 0).all(dim=2).sum(dim=1)
-    assert zero_frames.tolist() == [7] * 8
+    assert zero_frames.tolist() == [7] * 64
     freq_only = TimeFreqAugment(time_warp=False, n_time_mask=0, n_freq_mask=1, freq_mask_width=[3, 3])
     zero_bins = (freq_only(x) == 0).all(dim=1).sum(dim=1)
-    assert zero_bins.tolist() == [3] * 8
+    assert zero_bins.tolist() == [3] * 64
 
 
 def test_time_roll_permutes_frames_and_time_warp_keeps_the_ends():

@@ -55,3 +55,84 @@ def test_recipe_cli_measures_the_dsmn_yaml(capsys):
     assert 42_800 <= res["params"] <= 47_400
     assert res["macs"] < complexity.DCASE2023_MAX_MACS
     assert "dsmn_train.yaml" in capsys.readouterr().out
+
+
+def test_collection_cli_measures_every_model(capsys):
+    """``python -m soundcl.complexity --collection`` (a README command) runs, BC-ResNet included."""
+    rows = complexity.main(["--collection"])
+    names = [name for name, *_ in rows]
+    assert names == ["small CNN (synth demo)", "CNN14", "ECAPA-TDNN", "DSMN", "BC-ResNet", "DCASE baseline CNN"]
+    out = capsys.readouterr().out
+    for name in names:
+        assert f"| {name} |" in out
+    bcresnet = rows[names.index("BC-ResNet")]
+    assert bcresnet[2] == 64 and 8_000 <= bcresnet[3]["params"] <= 10_000  # BC-ResNet-1: ~9 k parameters
+    assert all(res["macs"] > 0 for *_, res in rows)
+
+
+def test_bcresnet_rejects_a_mel_count_its_subbands_do_not_divide():
+    import pytest
+
+    from soundcl.models.bcresnet import BCResNet
+
+    with pytest.raises(ValueError, match=r"n_mels divisible by 8 \* n_subbands = 32, got n_mels=40"):
+        BCResNet(n_mels=40)
+    enc = BCResNet(n_mels=32, c=0.5)
+    assert enc(torch.randn(2, 12, 32), torch.ones(2)).shape == (2, enc.emb_dim)
+    with pytest.raises(ValueError, match="built for n_mels=32, got feats with 40 mel bins"):
+        enc(torch.randn(2, 12, 40), torch.ones(2))
+
+
+def _flop_counter_per_layer(model, *inputs):
+    """FLOPs of torch.utils.flop_counter.FlopCounterMode per conv/linear layer (named as named_modules does)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(*inputs)
+    counts = counter.get_flop_counts()
+    prefix = type(model).__name__
+    per_layer = {
+        name: sum(counts.get(f"{prefix}.{name}", {}).values())
+        for name, mod in model.named_modules()
+        if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear))
+    }
+    return per_layer, counter.get_total_flops()
+
+
+def test_macs_agree_with_torch_flop_counter_layer_by_layer():
+    """FLOPs = 2 x MACs for every conv and linear layer of the toy nets and the small models of soundcl."""
+    from soundcl.models.bcresnet import BaselineCNN, BCResNet
+    from soundcl.models.dsmn import DSMN
+    from soundcl.models.encoders import Classifier, CNNEncoder
+
+    cases = [(ToyNet().eval(), (torch.zeros(3, 8, 6),))]
+    for enc, n_mels in ((BCResNet(32, c=0.5), 32), (DSMN(64), 64), (BaselineCNN(), 40), (CNNEncoder(40, (8, 16), 32), 40)):
+        model = complexity.EncoderWithHeads(enc, [Classifier(enc.emb_dim, 5)]).eval()
+        cases.append((model, (torch.zeros(2, 40, n_mels), torch.ones(2))))
+    for model, inputs in cases:
+        total, per_layer = complexity.count_macs(model, *inputs)
+        flops, total_flops = _flop_counter_per_layer(model, *inputs)
+        batch = inputs[0].shape[0]
+        assert {k: v for k, v in flops.items() if v} == {k: 2 * v * batch for k, v in per_layer.items()}, type(model)
+        assert total_flops == 2 * total * batch  # these models have no other matmuls
+
+
+def test_macs_leave_out_attention_products_that_the_flop_counter_counts():
+    """Where the two must differ: a matmul outside nn.Linear (attention scores) is not a MAC of the DCASE convention."""
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(8, 24)
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            return torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v
+
+    net = Attention().eval()
+    x = torch.zeros(1, 10, 8)
+    total, _ = complexity.count_macs(net, x)
+    _, total_flops = _flop_counter_per_layer(net, x)
+    assert total == 10 * 24 * 8
+    assert total_flops == 2 * total + 2 * (10 * 10 * 8) * 2  # + q k^T and attn v

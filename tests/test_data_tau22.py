@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+from conftest import require_shared
 from soundcl.data import manifest, tau22
 from soundcl.testing import miniatures
 
@@ -21,9 +22,7 @@ def real_test_csv(shared_data_dir):
     path = os.path.join(
         shared_data_dir, "TAU-urban-acoustic-scenes-2022-mobile-development", "split_setup", "test.csv"
     )
-    if not os.path.isfile(path):
-        pytest.skip(f"real TAU 2022 Mobile test split not found at {path}")
-    return path
+    return require_shared(path, "real TAU 2022 Mobile test split")
 
 
 @pytest.fixture(scope="module")

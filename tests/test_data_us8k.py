@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from conftest import require_shared
 from soundcl.data import manifest, marker, probe, splits, us8k
 
 REAL_CLASSES = [
@@ -38,9 +39,7 @@ FORMATS = [(44100, 2, "PCM_16"), (48000, 1, "PCM_24"), (22050, 1, "PCM_U8"), (96
 @pytest.fixture(scope="module")
 def real_metadata(shared_data_dir):
     path = os.path.join(shared_data_dir, "UrbanSound8K", "metadata", "UrbanSound8K.csv")
-    if not os.path.isfile(path):
-        pytest.skip(f"real UrbanSound8K metadata not found at {path}")
-    return path
+    return require_shared(path, "real UrbanSound8K metadata")
 
 
 def _read_raw(metadata_file):

@@ -12,6 +12,7 @@ import shutil
 
 import pytest
 
+from conftest import require_shared
 from soundcl.data import manifest, vgg
 from soundcl.testing import miniatures
 
@@ -23,8 +24,7 @@ TEST_PER_CLASS = 2
 @pytest.fixture(scope="module")
 def vgg_real(shared_data_dir):
     folder = os.path.join(shared_data_dir, "VGGSound")
-    if not os.path.isfile(os.path.join(folder, "test.csv")):
-        pytest.skip(f"real VGGSound metadata not found in {folder}")
+    require_shared(os.path.join(folder, "test.csv"), "real VGGSound metadata")
     return folder
 
 

@@ -1,4 +1,5 @@
 """Continual-learning statistics against a hand-computed accuracy matrix."""
+import csv
 import json
 import math
 
@@ -49,6 +50,48 @@ def test_single_task_has_undefined_transfer():
 def test_confusion_matrix():
     conf = metrics.confusion_matrix([0, 0, 1, 2], [0, 1, 1, 0], n_classes=3)
     assert conf.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
+    assert conf.dtype == np.int64
+    assert metrics.confusion_matrix([], [], n_classes=2).tolist() == [[0, 0], [0, 0]]
+
+
+def test_confusion_matrix_matches_a_count_on_random_labels():
+    rng = np.random.default_rng(0)
+    targets, predictions = rng.integers(0, 7, 500), rng.integers(0, 7, 500)
+    expected = np.zeros((7, 7), dtype=np.int64)
+    np.add.at(expected, (targets, predictions), 1)
+    np.testing.assert_array_equal(metrics.confusion_matrix(targets.tolist(), predictions.tolist(), 7), expected)
+
+
+def test_one_task_run_reports_undefined_metrics_as_na_and_null(tmp_path):
+    """A one-task run: BWT and forgetting are undefined: ``n/a`` printed, ``null`` in results.json and results.csv."""
+    matrix = np.array([[0.8]])
+    table = metrics.format_matrix_table(matrix, metrics.cl_summary(matrix))
+    assert "nan" not in table.lower()
+    assert table.splitlines()[-1] == "A_last=80.0%  A_avg=80.0%  BWT=n/a  forgetting=n/a"
+
+    results = metrics.write_results(str(tmp_path), matrix, extra={"note": [NAN, 1.0]}, plot=False)
+    text = (tmp_path / "results.json").read_text()
+    assert "NaN" not in text
+    on_disk = json.loads(text)
+    assert on_disk == results
+    assert on_disk["BWT"] is None and on_disk["forgetting"] is None and on_disk["A_last"] == pytest.approx(0.8)
+    assert on_disk["note"] == [None, 1.0]
+    rows = list(csv.reader((tmp_path / "results.csv").read_text().splitlines()))
+    assert ["BWT", "null"] in rows and ["forgetting", "null"] in rows and ["A_last", "0.800000"] in rows
+
+
+def test_undefined_cells_and_task_averages_are_null_and_na(tmp_path):
+    """A task not scored (NaN on the diagonal): its A_k is undefined too, never printed as nan."""
+    matrix = np.array([[0.9, NAN], [NAN, 0.5]])
+    table = metrics.format_matrix_table(matrix, metrics.cl_summary(matrix))
+    assert "nan" not in table.lower()
+    assert table.splitlines()[2].split()[-1] == "n/a"
+    metrics.write_results(str(tmp_path), matrix, plot=False)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["accuracy_matrix"] == [[0.9, None], [None, 0.5]]
+    assert on_disk["acc_per_task"] == [pytest.approx(0.9), None]
+    rows = list(csv.reader((tmp_path / "results.csv").read_text().splitlines()))
+    assert rows[2] == ["1", "null", "0.500000", "null"]
 
 
 def test_write_results_files(tmp_path):

@@ -1,5 +1,4 @@
 """SIT: parameter groups, head re-initialisation, backbone kept, backbone checkpoint, end to end."""
-import json
 import os
 
 import pytest
@@ -88,7 +87,15 @@ def test_device_parsing():
     assert device_of("Bus_user0001_14000_000") is None
 
 
-def test_sit_recipe_runs_on_cochl_and_tau22_miniatures(tmp_path):
+def _relative_change(before, after):
+    """||after - before|| / ||before|| over the trained tensors of two state dicts (BN running statistics left out)."""
+    keys = [k for k, v in before.items() if v.is_floating_point() and "running_" not in k]
+    diff = sum(float((after[k] - before[k]).pow(2).sum()) for k in keys)
+    return (diff / sum(float(before[k].pow(2).sum()) for k in keys)) ** 0.5
+
+
+def test_sit_recipe_carries_the_backbone_over_and_reinitialises_the_head(tmp_path):
+    """CochlScene -> TAU 2022 miniatures: stage 1 starts from stage 0's backbone (slow learner) and a new head."""
     import sys
 
     sys.path.insert(0, os.path.join(REPO_ROOT, "recipes"))
@@ -99,10 +106,20 @@ def test_sit_recipe_runs_on_cochl_and_tau22_miniatures(tmp_path):
         "--number_of_epochs=1", "--clips_per_class=2", "--dsmn_channels=[8, 8, 8]", "--noprogressbar",
     ])
     out = tmp_path / "sit_subset100_blr0.0003" / "1986"
-    for k in range(2):
-        assert (out / "save" / f"stage{k}" / "CKPT+final").is_dir()
-    summary = json.loads((out / "sit_results.json").read_text())
-    assert len(summary["stage_accuracy"]) == 2 and summary["backbone_lr"] == 0.0003
-    assert set(summary["device_accuracy"]) <= {"a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"}
-    assert summary["device_accuracy"], "TAU 2022 test clips carry devices"
-    assert results["sit"] == summary
+
+    def final(stage, part):
+        return torch.load(out / "save" / f"stage{stage}" / "CKPT+final" / f"{part}.ckpt", map_location="cpu")
+
+    # Backbone: stage 1 ends a few slow-learner steps (lr 3e-4) away from stage 0's weights;
+    # a backbone started afresh would be ~100 % away.
+    backbone_change = _relative_change(final(0, "embedding_model"), final(1, "embedding_model"))
+    assert 0 < backbone_change < 0.02, backbone_change
+    # Head: re-initialised at stage 1, so far from stage 0's (measured: 140 %; without the re-initialisation, 10 %).
+    head_change = _relative_change(final(0, "classifier"), final(1, "classifier"))
+    assert head_change > 0.5, head_change
+    # Stage 1 predicts among its own (TAU 2022) label set: no CochlScene test clip can be right.
+    assert results["accuracy_matrix"][1][0] == 0.0
+    # Device-wise accuracy for exactly the devices of the TAU 2022 test clips.
+    test_csv = tmp_path / "miniatures" / "TAU-urban-acoustic-scenes-2022-mobile-development" / "split_setup" / "test.csv"
+    names = [line.split("\t")[0] for line in test_csv.read_text().splitlines()[1:]]
+    assert set(results["sit"]["device_accuracy"]) == {name.rsplit("-", 1)[-1][: -len(".wav")] for name in names}

@@ -79,13 +79,20 @@ def test_resume_after_a_finished_task_gives_the_same_matrix(finetune_and_replay,
     np.testing.assert_array_equal(_matrix(resumed), _matrix(finetune))
 
 
+def _checkpoint_files(folder):
+    """{path: (size, mtime_ns)} of every file under ``folder``."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_rerun_of_a_finished_run_trains_nothing(finetune_and_replay, synth_data_folder):
     base, finetune, _ = finetune_and_replay
-    start = time.time()
+    out = base / "finetune" / "1986"
+    checkpoints, train_log = _checkpoint_files(out / "save"), (out / "train_log.txt").read_text()
     again = _run(base, synth_data_folder, "--replay_num_keep=0", "--experiment_name=finetune")
+    # No epoch ran: no checkpoint written or touched, no line added to the training log.
+    assert _checkpoint_files(out / "save") == checkpoints
+    assert (out / "train_log.txt").read_text() == train_log
     np.testing.assert_array_equal(_matrix(again), _matrix(finetune))
-    assert again["per_task"] == finetune["per_task"]
-    assert time.time() - start < 20
 
 
 def test_kill_mid_task_then_rerun_gives_the_same_matrix(finetune_and_replay, synth_data_folder):
@@ -96,11 +103,9 @@ def test_kill_mid_task_then_rerun_gives_the_same_matrix(finetune_and_replay, syn
     task1 = base / "killed" / "1986" / "save" / "task1"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 240
         # Kill as soon as task 1 has its first end-of-epoch checkpoint.
         while not (task1.exists() and any(p.name.startswith("CKPT+2") for p in task1.iterdir())):
             assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.time() < deadline
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
     finally:

@@ -89,6 +89,7 @@ class TimeFreqAugment(nn.Module):
         return x
 
     # ------------------------------------------------------------ pieces
+    # Not speechbrain.augment.freq_domain.Warping: it draws one warp for the whole batch (SSL views need one each) and writes in place.
     def _warp(self, x):
         """Piecewise-linear time warp: frame ``c`` moves to ``c + w``, |w| <= window."""
         batch, n_frames, _ = x.shape
@@ -112,6 +113,7 @@ class TimeFreqAugment(nn.Module):
         idx_high = high.unsqueeze(-1).expand(-1, -1, x.shape[2])
         return x.gather(1, idx_low) * (1 - frac) + x.gather(1, idx_high) * frac
 
+    # Not speechbrain.augment.freq_domain.RandomShift: it draws one shift for the whole batch.
     def _roll_time(self, x):
         batch, n_frames, _ = x.shape
         shift = torch.randint(0, n_frames, (batch, 1), device=x.device)
@@ -127,6 +129,7 @@ class TimeFreqAugment(nn.Module):
         shifted = x.gather(2, idx)
         return shifted.masked_fill(~valid.unsqueeze(1), self.mask_value)
 
+    # Not speechbrain.augment.freq_domain.SpectrogramDrop: it starts masks anywhere in [0, size) (cut short at the edge) and fills in place.
     def _mask(self, x, dim, count, width):
         """``count`` masks of width in ``width`` along ``dim`` (1: time, 2: freq), per example."""
         if count == 0 or width[1] == 0:
@@ -168,6 +171,7 @@ class FrequencyShift(nn.Module):
         self.max_shift = int(max_shift)
         self.prob = float(prob)
 
+    # Not speechbrain.augment.freq_domain.RandomShift: one roll for the whole batch wraps bins around; here each example gets its own shift, edges repeated.
     def forward(self, feats):
         """feats [batch, time, n_mels] -> same shape."""
         if self.max_shift <= 0 or self.prob <= 0:

@@ -24,6 +24,7 @@ CHOICES = {
     "proj_norm_type": ("bn", "ln", "none"),
     "precision": ("fp32", "fp16", "bf16"),
     "on_bad_audio": ("error", "skip"),
+    "knn_rule": ("exp", "vote"),
 }
 
 

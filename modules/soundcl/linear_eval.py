@@ -37,6 +37,7 @@ from soundcl.audio import make_dataset, peak_normalize
 from soundcl.brains import UNSEEN_LOGIT, ClassifierStages
 from soundcl.memory import _parse_num_keep
 from soundcl.embedding_cache import EMBEDDINGS_FILE, EMBEDDINGS_VERSION, EmbeddingCache, file_stamp
+from soundcl.knn import knn_scores
 from soundcl.encoder_checkpoints import encoder_tasks_found, load_final_encoder
 from soundcl.continual import ContinualBrain
 from soundcl.contract import REQUIRED
@@ -346,6 +347,8 @@ class KnnEvalBrain(LinearEvalBrain):
 
     HPARAMS = {
         "knn_k": REQUIRED,  # neighbours of each test clip
+        "knn_rule": REQUIRED,  # exp: votes weighted by exp(cos / knn_temperature) (cssl_sound's); vote: majority
+        "knn_temperature": REQUIRED,
         "reinit_classifier": False,  # no classifier
         "lr_annealing": None,  # no training
         "train_logger": None,
@@ -362,14 +365,14 @@ class KnnEvalBrain(LinearEvalBrain):
         self.bank_labels = torch.cat(labels)  # [n_train]
 
     def compute_forward(self, batch, stage):
-        """Vote scores [batch, n_classes]: neighbour count + a tie-breaking similarity term < 1."""
+        """kNN class scores [batch, n_classes] of :func:`soundcl.knn.knn_scores`.
+
+        """
         batch = batch.to(self.device)
-        query = F.normalize(self.batch_embeddings(batch).float(), dim=-1)
-        k = min(int(self.hparams.knn_k), self.bank.shape[0])
-        sims, index = (query @ self.bank.T).topk(k, dim=-1)  # [batch, k]
-        votes = 1.0 + (sims + 1.0) / (2.0 * (k + 1))
-        scores = torch.zeros(query.shape[0], self.hparams.n_classes, device=query.device)
-        return scores.scatter_add_(1, self.bank_labels[index], votes)
+        return knn_scores(
+            self.batch_embeddings(batch), self.bank, self.bank_labels, self.hparams.n_classes, k=self.hparams.knn_k,
+            temperature=self.hparams.knn_temperature, rule=self.hparams.knn_rule,
+        )
 
     def compute_objectives(self, scores, batch, stage):
         targets = torch.as_tensor(batch.class_idx, dtype=torch.long, device=scores.device)

@@ -3,6 +3,8 @@
 The accuracy matrix ``R`` has shape ``[n_tasks, n_tasks]``: ``R[k, j]`` is the
 accuracy on the test set of task ``j`` after training on task ``k``. Cells that
 were not evaluated (``j > k`` in class-incremental learning) hold NaN.
+Undefined statistics (BWT and forgetting of a single task ...) are NaN in
+Python, ``null`` in results.json and results.csv and ``n/a`` in printed tables.
 """
 import csv
 import json
@@ -11,6 +13,8 @@ import math
 import os
 
 import numpy as np
+import torch
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -80,40 +84,54 @@ def cl_summary(matrix):
 
 
 def confusion_matrix(targets, predictions, n_classes):
-    """Confusion counts ``C[true, predicted]``, shape [n_classes, n_classes]."""
-    conf = np.zeros((n_classes, n_classes), dtype=np.int64)
-    for t, p in zip(targets, predictions):
-        conf[int(t), int(p)] += 1
-    return conf
+    """Confusion counts ``C[true, predicted]``, shape [n_classes, n_classes] (numpy int64)."""
+    targets = torch.as_tensor(list(targets), dtype=torch.long)
+    predictions = torch.as_tensor(list(predictions), dtype=torch.long)
+    conf = multiclass_confusion_matrix(predictions, targets, num_classes=n_classes)
+    return conf.numpy().astype(np.int64)
+
+
+def _undefined(value):
+    return isinstance(value, float) and math.isnan(value)
 
 
 def _nan_to_none(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
+    """``value`` with every NaN float (also inside lists and dicts) replaced by None (JSON null)."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return None if _undefined(value) else value
+
+
+def _percent(value, fmt, unit=""):
+    """``100 * value`` formatted with ``fmt`` and ``unit``, or ``n/a`` for an undefined (NaN) value."""
+    return "n/a" if _undefined(float(value)) else format(100 * float(value), fmt) + unit
+
+
+def _csv_value(value):
+    """A CSV cell: ``null`` for an undefined (NaN) value, as results.json has."""
+    return "null" if _undefined(float(value)) else f"{value:.6f}"
 
 
 def format_matrix_table(matrix, summary=None):
-    """Human-readable table of the accuracy matrix (percent) and the statistics."""
+    """Human-readable table of the accuracy matrix (percent) and the statistics.
+
+    Cells not evaluated show ``-``; undefined statistics (BWT and forgetting of a
+    single task ...) show ``n/a``.
+    """
     matrix = np.asarray(matrix, dtype=float)
     n = matrix.shape[0]
     header = "after \\ test " + "".join(f"{f'task{j}':>8}" for j in range(n)) + f"{'A_k':>8}"
     lines = [header]
     acc = average_accuracy_per_task(matrix)
     for k in range(n):
-        cells = "".join(
-            f"{'-':>8}" if math.isnan(matrix[k, j]) else f"{100 * matrix[k, j]:8.1f}"
-            for j in range(n)
-        )
-        lines.append(f"{f'task{k}':<13}" + cells + f"{100 * acc[k]:8.1f}")
+        cells = "".join(f"{'-':>8}" if math.isnan(matrix[k, j]) else f"{100 * matrix[k, j]:8.1f}" for j in range(n))
+        lines.append(f"{f'task{k}':<13}" + cells + f"{_percent(acc[k], '.1f'):>8}")
     if summary is not None:
         lines.append(
-            "A_last={:.1f}%  A_avg={:.1f}%  BWT={:+.1f}%  forgetting={:.1f}%".format(
-                100 * summary["A_last"],
-                100 * summary["A_avg"],
-                100 * summary["BWT"] if not math.isnan(summary["BWT"]) else float("nan"),
-                100 * summary["forgetting"] if not math.isnan(summary["forgetting"]) else float("nan"),
-            )
+            f"A_last={_percent(summary['A_last'], '.1f', '%')}  A_avg={_percent(summary['A_avg'], '.1f', '%')}  "
+            f"BWT={_percent(summary['BWT'], '+.1f', '%')}  forgetting={_percent(summary['forgetting'], '.1f', '%')}"
         )
     return "\n".join(lines)
 
@@ -146,11 +164,11 @@ def write_results(output_folder, matrix, extra=None, plot=True):
     matrix = np.asarray(matrix, dtype=float)
     summary = cl_summary(matrix)
     results = {
-        "accuracy_matrix": [[_nan_to_none(float(v)) for v in row] for row in matrix],
-        **{k: _nan_to_none(v) for k, v in summary.items()},
+        "accuracy_matrix": _nan_to_none(matrix.tolist()),
+        **_nan_to_none(summary),
     }
     if extra:
-        results.update(extra)
+        results.update(_nan_to_none(extra))
     os.makedirs(output_folder, exist_ok=True)
     _atomic_write_text(os.path.join(output_folder, "results.json"), json.dumps(results, indent=2))
 
@@ -160,14 +178,9 @@ def write_results(output_folder, matrix, extra=None, plot=True):
         n = matrix.shape[0]
         writer.writerow(["after_task"] + [f"test_task{j}" for j in range(n)] + ["A_k"])
         for k in range(n):
-            writer.writerow(
-                [k]
-                + ["" if math.isnan(v) else f"{v:.6f}" for v in matrix[k]]
-                + [f"{summary['acc_per_task'][k]:.6f}"]
-            )
+            writer.writerow([k] + [_csv_value(v) for v in matrix[k]] + [_csv_value(summary["acc_per_task"][k])])
         for key in ("A_last", "A_avg", "BWT", "forgetting"):
-            value = summary[key]
-            writer.writerow([key, "" if math.isnan(value) else f"{value:.6f}"])
+            writer.writerow([key, _csv_value(summary[key])])
     os.replace(csv_path + ".tmp", csv_path)
 
     if plot:

@@ -25,7 +25,6 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import speechbrain as sb
 
@@ -60,31 +59,10 @@ def two_view_mixup(feats, alpha):
 
 
 def knn_classify(queries, bank, bank_labels, n_classes, k=20, temperature=0.07):
-    """Similarity-weighted cosine kNN (Wu et al. 2018).
+    """Predicted classes [n_queries] of :func:`soundcl.knn.knn_scores` (similarity-weighted cosine kNN)."""
+    from soundcl.knn import knn_scores
 
-    Arguments
-    ---------
-    queries : torch.Tensor, shape [n_queries, dim]
-    bank : torch.Tensor, shape [n_bank, dim]
-    bank_labels : torch.Tensor, shape [n_bank] (long)
-    n_classes : int
-    k : int
-        Neighbours (at most ``n_bank`` are used).
-    temperature : float
-        Neighbour weight is ``exp(cosine / temperature)``.
-
-    Returns
-    -------
-    torch.Tensor, shape [n_queries]: predicted classes.
-    """
-    if bank.shape[0] == 0:
-        raise ValueError("kNN bank is empty")
-    sim = F.normalize(queries.float(), dim=1) @ F.normalize(bank.float(), dim=1).t()
-    top_sim, top_idx = sim.topk(min(k, bank.shape[0]), dim=1)
-    weights = (top_sim / temperature).exp()
-    scores = torch.zeros(queries.shape[0], n_classes, device=queries.device)
-    scores.scatter_add_(1, bank_labels[top_idx], weights)
-    return scores.argmax(dim=1)
+    return knn_scores(queries, bank, bank_labels, n_classes, k=k, temperature=temperature).argmax(dim=1)
 
 
 class SSLBrain(ContinualFeatureBrain):

@@ -108,6 +108,7 @@ class BCResNet(nn.Module):
             raise ValueError(
                 f"BCResNet needs n_mels divisible by 8 * n_subbands = {8 * n_subbands}, got n_mels={n_mels}"
             )
+        self.n_mels = n_mels
         width = lambda ch: max(1, int(round(ch * c)))  # noqa: E731
         stem_ch = width(16)
         self.stem = nn.Sequential(
@@ -129,6 +130,8 @@ class BCResNet(nn.Module):
 
     def forward(self, feats, lens=None):
         """feats [batch, frames, n_mels], lens [batch] -> embeddings [batch, emb_dim]."""
+        if feats.shape[-1] != self.n_mels:
+            raise ValueError(f"BCResNet was built for n_mels={self.n_mels}, got feats with {feats.shape[-1]} mel bins")
         x = feats.transpose(1, 2).unsqueeze(1)   # [B, 1, F, T]
         x = self.blocks(self.stem(x))
         x = self.project(self.head_dw(x))        # [B, emb, F'', T]
