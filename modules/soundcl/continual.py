@@ -11,6 +11,7 @@ import logging
 import torch
 
 import speechbrain as sb
+from torchmetrics.functional.classification import multiclass_accuracy
 
 from soundcl import metrics
 from soundcl.audio import make_dataset
@@ -24,7 +25,7 @@ class ContinualBrain(sb.Brain):
     """Brain that knows which task it is in and which classes it has seen.
 
     Subclasses implement ``compute_forward`` / ``compute_objectives`` as usual
-    and may update ``self.n_correct`` / ``self.n_total`` / ``self.predictions``
+    and record predictions (``self.targets`` / ``self.predictions``)
     in VALID and TEST stages; this class turns them into accuracies.
 
     """
@@ -129,8 +130,6 @@ class ContinualBrain(sb.Brain):
             if self.step == 0:
                 seed_everything(epoch_seed)
             self.hparams.audio.set_crop_seed(epoch_seed)
-        self.n_correct = 0
-        self.n_total = 0
         self.targets = []
         self.predictions = []
 
@@ -151,14 +150,15 @@ class ContinualBrain(sb.Brain):
 
         logits [batch, n_classes] (unseen classes already masked), targets [batch].
         """
-        predicted = logits.argmax(dim=-1)
-        self.n_correct += int((predicted == targets).sum())
-        self.n_total += int(targets.numel())
         self.targets.extend(targets.tolist())
-        self.predictions.extend(predicted.tolist())
+        self.predictions.extend(logits.argmax(dim=-1).tolist())
 
     def stage_accuracy(self):
-        return self.n_correct / max(1, self.n_total)
+        """Accuracy of the predictions recorded in this stage (0 when none)."""
+        if not self.targets:
+            return 0.0
+        return float(multiclass_accuracy(torch.tensor(self.predictions), torch.tensor(self.targets),
+                                         num_classes=self.hparams.n_classes, average="micro"))
 
     def before_testing(self, train_rows, loader_kwargs):
         """Called by the task loop before it scores the test sets of tasks ``0..k``.

@@ -161,7 +161,7 @@ class SSLBrain(ContinualFeatureBrain):
     def on_stage_end(self, stage, stage_loss, epoch=None):
         stats = {"loss": stage_loss}
         stats.update({name: total / max(1, self.stage_batches) for name, total in self.stage_parts.items()})
-        if stage == sb.Stage.VALID and self.n_total:
+        if stage == sb.Stage.VALID and self.targets:
             stats["acc"] = self.stage_accuracy()
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
@@ -216,8 +216,6 @@ class SSLBrain(ContinualFeatureBrain):
             queries, bank, bank_labels, self.hparams.n_classes,
             k=self.hparams.knn_k, temperature=self.hparams.knn_temperature,
         )
-        self.n_correct = int((predicted == targets).sum())
-        self.n_total = int(targets.numel())
         self.targets, self.predictions = targets.tolist(), predicted.tolist()
         confusion = metrics.confusion_matrix(self.targets, self.predictions, self.hparams.n_classes)
         return self.stage_accuracy(), confusion
