@@ -17,6 +17,7 @@ are 128 kB (131072 bytes) of parameter memory and 30 M MACs per inference.
 """
 import argparse
 import importlib
+import inspect
 import logging
 import sys
 
@@ -176,7 +177,9 @@ def collection_models(n_classes=10, n_frames=101):
             except TypeError as err:
                 logger.warning("%s could not be built with default arguments (%s): skipped", attr, err)
                 continue
-            n_mels = getattr(enc, "n_mels", 40)
+            # The mel bins the encoder is built for: its default n_mels (BC-ResNet needs a multiple of 32).
+            default = inspect.signature(cls).parameters.get("n_mels")
+            n_mels = getattr(enc, "n_mels", default.default if default is not None else 40)
             models.append((label, enc, n_mels))
             heads[label] = [Classifier(enc.emb_dim, n_classes)]
     return [(name, enc, heads[name], n_mels) for name, enc, n_mels in models]
