@@ -7,8 +7,8 @@ True (each clip encoded once per task) and False (the frozen encoder re-run on
 every batch of every epoch, as published code did). Prints both wall times,
 their ratio and both accuracy matrices.
 
-    PYTHONPATH=modules python bench/linear_eval.py --output_base=/tmp/bench_linear_eval
-    PYTHONPATH=modules python bench/linear_eval.py --ssl_checkpoints_dir=results/synth/sup_train_replay0/1986/save
+    python bench/linear_eval.py --output_base=/tmp/bench_linear_eval
+    python bench/linear_eval.py --ssl_checkpoints_dir=results/synth/sup_train_replay0/1986/save
     ... --number_of_epochs=30 --linclf_train_type=seen --extra="--task_classes=[[3,8],[9,4]]"
 """
 import argparse
@@ -22,10 +22,15 @@ import numpy as np
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "modules"))
 
-from soundcl.brains import SupervisedBrain  # noqa: E402
-from soundcl.linear_eval import LinearEvalBrain  # noqa: E402
 from soundcl.metrics import format_matrix_table  # noqa: E402
-from soundcl.recipe import main  # noqa: E402
+
+
+def run_recipe(name, argv):
+    """Run ``recipes/<name>.py`` in-process on ``argv`` (as its command line would); returns its results."""
+    import runpy
+
+    script = os.path.join(REPO_ROOT, "recipes", f"{name}.py")
+    return runpy.run_path(script, run_name=f"bench_{name}")["main"](list(argv))
 
 
 def _matrix(results):
@@ -46,7 +51,7 @@ def main_bench():
     ckpts = args.ssl_checkpoints_dir
     if ckpts is None:
         start = time.time()
-        main(SupervisedBrain, [os.path.join(REPO_ROOT, "hparams/synth/sup_train.yaml"), *common, "--experiment_name=encoder"])
+        run_recipe("sup_train", [os.path.join(REPO_ROOT, "hparams/synth/sup_train.yaml"), *common, "--experiment_name=encoder"])
         print(f"encoder trained in {time.time() - start:.1f} s")
         ckpts = os.path.join(base, "encoder", "1986", "save")
 
@@ -55,8 +60,8 @@ def main_bench():
         name = f"linclf_{args.linclf_train_type}_cache{cache}"
         shutil.rmtree(os.path.join(base, name), ignore_errors=True)  # time a fresh run, not a resume
         start = time.time()
-        results = main(
-            LinearEvalBrain,
+        results = run_recipe(
+            "linclf_train",
             [
                 os.path.join(REPO_ROOT, "hparams/synth/linclf_train.yaml"), *common,
                 f"--ssl_checkpoints_dir={ckpts}", f"--experiment_name={name}",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Wall time of one memory update per policy and uncertainty metric.
 
-    PYTHONPATH=modules python bench/memory_update.py --n_candidates=500 --device=cuda
+    python bench/memory_update.py --n_candidates=500 --device=cuda
 
 For ``n_candidates`` generated clips (all classes seen, in-memory audio so disk
 speed does not count) and a BC-ResNet on the torchlibrosa front end, it times
@@ -23,7 +23,8 @@ import speechbrain as sb
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modules"))
 
 from soundcl.task_loop import MemoryContext  # noqa: E402
-from soundcl.memory import make_memory_policy, plain_predictions  # noqa: E402
+from soundcl.memory import FixedSizeMemory  # noqa: E402
+from soundcl.memory_scores import plain_predictions  # noqa: E402
 from soundcl.models.bcresnet import BCResNet  # noqa: E402
 from soundcl.models.encoders import Classifier  # noqa: E402
 from soundcl.models.frontend import LogMelFrontEnd, MelBatchNorm  # noqa: E402
@@ -109,8 +110,11 @@ def main():
         name = mem_manage if metric is None else f"uncertainty_{metric}"
 
         def update(seed, mem_manage=mem_manage, metric=metric):
-            policy = make_memory_policy("replay", mem_manage, args.memory_size, metric or "noisytune",
-                                        args.metric_k, 0.1, uncertainty_from_task=0)
+            policy = FixedSizeMemory.from_hparams({
+                "mode": "replay", "mem_manage": mem_manage, "memory_size": args.memory_size,
+                "uncert_metric": metric or "noisytune", "metric_k": args.metric_k, "noise_lambda": 0.1,
+                "uncertainty_from_task": 0,
+            })
             policy.select([], rows, context(seed))
 
         results[name] = timed(update)

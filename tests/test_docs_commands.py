@@ -1,0 +1,192 @@
+"""Every command of README.md, docs/*.md and hparams/*/README.md runs.
+
+Commands are the lines of ```bash blocks that start with ``python`` (or ``torchrun``,
+whose script part is checked the same way), ``\\`` continuations joined and
+``&&`` chains split. ``python recipes/<recipe>.py <yaml> <options>`` is checked by
+the recipe's own start-up check (``soundcl.recipe.check_config`` with the script's
+``NEEDS``), with placeholders (``<...>``, data folders) filled by a tmp folder:
+every option name and value must be accepted. The README's demo command runs for
+real, tiny. Module commands run; benchmarks and ``recipes/export.py`` answer ``--help``.
+"""
+import glob
+import os
+import re
+import runpy
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT, run_recipe
+
+DOC_FILES = sorted(
+    [os.path.join(REPO_ROOT, "README.md")]
+    + glob.glob(os.path.join(REPO_ROOT, "docs", "*.md"))
+    + glob.glob(os.path.join(REPO_ROOT, "hparams", "*", "README.md"))
+)
+DEMO = "python recipes/sup_train.py hparams/synth/sup_train.yaml"
+TESTS = 'python -m pytest -q tests'
+#: Options whose value is a folder that must exist; filled with a tmp folder.
+FOLDER_OPTIONS = ("data_folder", "cochl_folder", "tau22_folder", "ssl_checkpoints_dir")
+TIMEOUT_S = 120
+
+
+def bash_commands(path):
+    """(line number, command) of each python / torchrun command in the file's ```bash blocks."""
+    commands, in_bash, pending, start = [], False, "", 0
+    with open(path, encoding="utf-8") as fin:
+        for number, line in enumerate(fin, 1):
+            stripped = line.strip()
+            if stripped.startswith("```"):
+                in_bash = not in_bash and stripped == "```bash"
+                continue
+            if not in_bash:
+                continue
+            if not pending:
+                start = number
+            pending += stripped
+            if pending.endswith("\\"):
+                pending = pending[:-1] + " "
+                continue
+            for part in pending.split("&&"):
+                part = part.strip()
+                if part.startswith(("python ", "torchrun ")):
+                    commands.append((start, part))
+            pending = ""
+    return commands
+
+
+ALL_COMMANDS = [
+    (os.path.relpath(path, REPO_ROOT), number, command)
+    for path in DOC_FILES
+    for number, command in bash_commands(path)
+]
+
+
+def test_docs_have_commands_and_readme_leads_with_the_two():
+    assert len(DOC_FILES) >= 1 + 4 + 7, DOC_FILES
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as fin:
+        readme = fin.read()
+    assert len(readme.splitlines()) <= 200
+    first_two = [c for _, c in bash_commands(os.path.join(REPO_ROOT, "README.md"))][:2]
+    assert first_two == [DEMO, TESTS]
+    assert readme.rstrip().endswith("## License\n\nMIT")
+    for path in DOC_FILES:
+        assert bash_commands(path), f"{path} has no command"
+
+
+def _fill(value, tmp):
+    """A placeholder ``<NAME>`` becomes a folder under tmp (created)."""
+    return re.sub(r"<([A-Za-z0-9_]+)>", lambda m: os.path.join(str(tmp), m.group(1)), value)
+
+
+def _recipe_argv(argv, tmp):
+    """argv (yaml, options) with placeholders and folders filled; the folders exist."""
+    yaml, options = argv[0], []
+    for option in argv[1:]:
+        assert option.startswith("--"), f"not an option: {option}"
+        key, sep, value = option[2:].partition("=")
+        value = _fill(value, tmp)
+        if key in FOLDER_OPTIONS:
+            value = os.path.join(str(tmp), "folders", key)
+        if value.startswith(str(tmp)) and key not in ("output_base",):
+            os.makedirs(value, exist_ok=True)
+        options.append(f"--{key}={value}" if sep else f"--{key}")
+    return yaml, options
+
+
+def _script_and_args(command):
+    words = shlex.split(command, comments=True)
+    if words[0] == "torchrun":
+        at = next(i for i, w in enumerate(words) if w.endswith(".py"))
+        words = ["python", *words[at:]]
+    assert words[0] == "python", command
+    return words[1:]
+
+
+def _is_recipe_run(args):
+    return args[0].startswith("recipes/") and args[0] != "recipes/export.py"
+
+
+def test_no_literal_ellipsis_in_commands():
+    """A literal ``...`` would be parsed as a YAML value and fail: placeholders are ``<NAME>``."""
+    for source, line, command in ALL_COMMANDS:
+        assert "..." not in command, f"{source}:{line}: a literal '...' in `{command}`"
+
+
+RECIPE_COMMANDS = [c for c in ALL_COMMANDS if _is_recipe_run(_script_and_args(c[2]))]
+
+
+@pytest.mark.parametrize("source,line,command", RECIPE_COMMANDS, ids=[f"{s}:{n}" for s, n, _ in RECIPE_COMMANDS])
+def test_recipe_command_is_accepted(source, line, command, tmp_path):
+    args = _script_and_args(command)
+    import speechbrain as sb
+
+    from soundcl.recipe import check_config
+
+    script = os.path.join(REPO_ROOT, args[0])
+    assert os.path.isfile(script), f"{source}:{line}: no {args[0]}"
+    assert len(args) >= 2 and os.path.isfile(os.path.join(REPO_ROOT, args[1])), f"{source}:{line}: no YAML {args[1:2]}"
+    yaml, options = _recipe_argv([os.path.join(REPO_ROOT, args[1]), *args[2:]], tmp_path)
+    with open(yaml, encoding="utf-8") as fin:
+        has_ssl_dir = any(l.startswith("ssl_checkpoints_dir:") for l in fin)
+    if has_ssl_dir and not any(o.startswith("--ssl_checkpoints_dir=") for o in options):
+        # The synth default is the demo's save/ folder, which this test does not create.
+        folder = os.path.join(str(tmp_path), "folders", "ssl_checkpoints_dir")
+        os.makedirs(folder, exist_ok=True)
+        options.append(f"--ssl_checkpoints_dir={folder}")
+    needs = runpy.run_path(script, run_name="docs_check")["NEEDS"]
+    overrides = sb.parse_arguments([yaml, *options])[2]
+    try:
+        check_config(yaml, overrides, needs)
+    except SystemExit as err:
+        pytest.fail(f"{source}:{line}: `{command}` is refused: {err}")
+
+
+def _other_commands():
+    seen, out = set(), []
+    for source, line, command in ALL_COMMANDS:
+        args = _script_and_args(command)
+        if _is_recipe_run(args):
+            continue
+        if args[:2] == ["-m", "pytest"]:
+            continue  # the test suite itself
+        if args[0].startswith(("bench/", "recipes/")):
+            argv = [args[0], "--help"]  # benchmarks run minutes; export needs a trained run
+        elif args[0] == "-m" and args[1].startswith("soundcl."):
+            argv = args
+        else:
+            raise AssertionError(f"{source}:{line}: unknown kind of command `{command}`")
+        if tuple(argv) not in seen:
+            seen.add(tuple(argv))
+            out.append((f"{source}:{line}", argv))
+    return out
+
+
+@pytest.mark.parametrize("where,argv", _other_commands(), ids=[w for w, _ in _other_commands()])
+def test_other_commands_run(where, argv):
+    assert argv[0] == "-m" or os.path.isfile(os.path.join(REPO_ROOT, argv[0])), f"{where}: no {argv[0]}"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.join(REPO_ROOT, "modules"), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, *argv], cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, f"{where}: {' '.join(argv)} exited {done.returncode}: {done.stderr[-2000:]}"
+
+
+def test_readme_demo_runs_and_writes_the_documented_folder(tmp_path):
+    """The demo, tiny; then linear evaluation accepts its save/ folder as the docs say."""
+    import speechbrain as sb
+
+    from soundcl.recipe import check_config
+
+    output_base = str(tmp_path / "results")
+    yaml = os.path.join(REPO_ROOT, "hparams", "synth", "sup_train.yaml")
+    run_recipe("sup_train", [yaml, "--number_of_epochs=1", "--task_classes=[[0,1],[2,3]]",
+                             f"--output_base={output_base}", "--noprogressbar"])
+    save = os.path.join(output_base, "sup_train_replay0", "1986", "save")  # <output_base>/<experiment_name>/<seed>/save
+    assert os.path.isfile(os.path.join(save, "task1", "task_state.json"))
+    linclf = os.path.join(REPO_ROOT, "hparams", "synth", "linclf_train.yaml")
+    needs = runpy.run_path(os.path.join(REPO_ROOT, "recipes", "linclf_train.py"), run_name="docs_check")["NEEDS"]
+    # The synth default ssl_checkpoints_dir is <output_base>/sup_train_replay0/<seed>/save.
+    check_config(linclf, sb.parse_arguments([linclf, f"--output_base={output_base}"])[2], needs)
