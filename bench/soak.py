@@ -13,15 +13,16 @@ Kill moments are drawn within the work that remains, not in wall-clock time
 since the start: while the uninterrupted run works, a watcher records when each
 file or folder first appears (its *timeline*, in seconds of the reference
 run). While the soaked run works, the same watcher tells how far it got (the
-latest timeline moment among the files it has made). Each kill then picks a
-target moment at random in the next ``1 / kills left`` of the remaining
-timeline and fires at whichever comes first: the expected wall time of that
-moment (so kills land mid-epoch, mid-write ...) or the soaked attempt making a
-file that the reference made at or after that moment. The second trigger is
-what makes the count exact on a loaded machine: targets stop short of the last
-files the reference made well before exiting, so an attempt cannot finish
-before its kill. About one kill in ``startup / run time`` instead lands during
-start-up (imports, experiment folder, logs), which makes no progress.
+latest timeline moment among the files it has made). Kill i of n picks a
+target moment at random in the i-th n-th of the timeline, or in the next
+``1 / kills left`` of the remaining timeline once the run is past that slice;
+never before the point reached. It fires at whichever comes first: the
+expected wall time of that moment (so kills land mid-epoch, mid-write ...) or
+the soaked attempt making a file that the reference made at or after that
+moment. The second trigger is what makes the count exact on a loaded machine:
+targets stop short of the last files the reference made well before exiting,
+so an attempt cannot finish before its kill. About one kill in ``start-up /
+run time`` instead lands during start-up (imports, experiment folder, logs).
 
     python bench/soak.py --kills 20 [--seed 0]
 
@@ -146,13 +147,25 @@ def _watch(proc, watcher, on_new, poll_s=POLL_S):
         time.sleep(poll_s)
 
 
-def plan_kill(rng, timeline, progress, kills_left):
-    """(kind, target moment on the timeline or None, wall seconds after the attempt starts)."""
+def plan_kill(rng, timeline, progress, kill_index, n_kills):
+    """(kind, target moment on the timeline or None, wall seconds after the attempt starts).
+
+    Kill ``kill_index`` (0-based) of ``n_kills`` aims at its own slice of the
+    work (start-up to horizon cut in ``n_kills`` equal slices, in order), so kills
+    cover every phase even when interrupted work is redone; a slice already
+    passed gives way to the next ``1 / kills left`` of the remaining work. The
+    target is never before ``progress``.
+    """
     base = max(progress, timeline.startup_s)
     remaining = timeline.horizon_s - base
     if remaining <= 0 or rng.random() < timeline.startup_s / timeline.total_s:
         return "startup", None, rng.uniform(0.05, 0.95) * timeline.startup_s
-    target = base + rng.uniform(0.0, remaining / kills_left)
+    work = timeline.horizon_s - timeline.startup_s
+    low = timeline.startup_s + work * kill_index / n_kills
+    high = timeline.startup_s + work * (kill_index + 1) / n_kills
+    if high <= base:
+        low, high = base, base + remaining / (n_kills - kill_index)
+    target = rng.uniform(max(low, base), high)
     return "work", target, timeline.startup_s + (target - base)
 
 
@@ -203,7 +216,7 @@ def soak(n_kills, seed=0, work=None, log=print, poll_s=POLL_S):
         while True:
             attempts += 1
             state["progress"] = timeline.progress(watcher.poll(), state["progress"])
-            plan = plan_kill(rng, timeline, state["progress"], n_kills - kills) if kills < n_kills else None
+            plan = plan_kill(rng, timeline, state["progress"], kills, n_kills) if kills < n_kills else None
             trigger = {}
 
             def on_new(new, elapsed, plan=plan, trigger=trigger):

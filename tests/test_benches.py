@@ -67,23 +67,27 @@ def test_soak_kill_targets_stay_within_the_remaining_work():
     assert timeline.startup_s == 3.0
     assert timeline.horizon_s == 16.0  # plot.png came less than 0.9 s (5 %) before the end
     rng = random.Random(0)
-    kinds = []
+    kinds, slices = [], set()
     for progress in (0.0, 3.0, 9.0, 15.9):
-        for kills_left in (1, 5, 20):
-            for _ in range(50):
-                kind, target, when = soak.plan_kill(rng, timeline, progress, kills_left)
-                kinds.append(kind)
-                if kind == "startup":
-                    assert target is None and 0 < when < timeline.startup_s
-                else:
+        for n_kills in (1, 5, 20):
+            for kill_index in range(n_kills):
+                for _ in range(10):
+                    kind, target, when = soak.plan_kill(rng, timeline, progress, kill_index, n_kills)
+                    kinds.append(kind)
+                    if kind == "startup":
+                        assert target is None and 0 < when < timeline.startup_s
+                        continue
                     base = max(progress, timeline.startup_s)
-                    assert base <= target <= base + (timeline.horizon_s - base) / kills_left + 1e-9
+                    assert base <= target <= timeline.horizon_s  # within the work that remains
                     assert when == pytest.approx(timeline.startup_s + target - base)
                     # A file at or after the target is still to come: the kill cannot come too late.
                     assert any(t >= target for t in times.values() if t <= timeline.horizon_s)
+                    if progress == 0.0 and n_kills == 5:
+                        slices.add(int((target - 3.0) // ((16.0 - 3.0) / 5)))
+    assert slices == {0, 1, 2, 3, 4}  # from the start, kill i aims at the i-th fifth of the work
     assert 0.05 < kinds.count("startup") / len(kinds) < 0.3
     # No work left before the horizon: start-up kills only.
-    assert {soak.plan_kill(rng, timeline, 16.0, 3)[0] for _ in range(20)} == {"startup"}
+    assert {soak.plan_kill(rng, timeline, 16.0, 0, 3)[0] for _ in range(20)} == {"startup"}
     assert timeline.progress(["run/ckpt", "unknown"], 4.0) == 10.0
 
 
