@@ -1,13 +1,45 @@
 #!/usr/bin/env python3
 """Wall time of one memory update per policy and uncertainty metric.
 
-    python bench/memory_update.py --n_candidates=500 --device=cuda
+    PYTHONPATH=modules python bench/memory_update.py --n_candidates=500 --device=cuda
+    PYTHONPATH=modules python bench/memory_update.py --n_candidates=64 --duration=2 --c=1 --device=cpu --threads=1 --repeats=5
 
-For ``n_candidates`` generated clips (all classes seen, in-memory audio so disk
-speed does not count) and a BC-ResNet on the torchlibrosa front end, it times
-``select`` of every policy and, for reference, one plain forward pass over the
-candidates; then prints the ratio of ``noisytune`` to ``shift`` / ``noise`` and
-to the plain pass, and writes everything to ``--out`` (JSON).
+The candidate audio (``n_candidates`` random clips, all classes seen) is built
+once, before any timing, and kept decoded in memory: a policy's data set is a
+view on it, so neither data generation nor decoding nor disk speed is timed.
+With a BC-ResNet-``c`` on the torchlibrosa front end it then times, for each
+policy, ``select`` alone (class-balanced, ``memory_size`` < candidates so that
+every policy has to choose), and one plain forward pass over the candidates
+(``plain_predictions``) as the unit of cost. Each measurement is warmed up once,
+repeated ``--repeats`` times round-robin over the policies (so a change of load
+on the machine hits every policy alike) and the median is reported, with the
+ratios noisytune / plain forward (expected a little above 1: one encoder pass
+plus k cheap head passes), noisytune / shift and noisytune / noise (k full
+passes each, so about 1/k or less). Everything is written to ``--out`` (JSON).
+On a CPU shared with other jobs, ``--threads=1`` keeps the timings steady:
+with more threads than free cores, a preempted thread stalls the others and
+single calls vary several-fold.
+
+Measured on the shared 2-core CPU of the development machine (load about 5),
+``--n_candidates=64 --duration=2 --c=1 --device=cpu --threads=1 --repeats=5``
+(64 candidates of 2 s at 44.1 kHz, BC-ResNet-1, k=4, memory 32), median of 5::
+
+    timed call                 seconds   x plain
+    plain_forward                1.212      1.00
+    random                       0.000      0.00
+    reservoir                    0.000      0.00
+    prototype                    1.248      1.03
+    uncertainty_noisytune        1.215      1.00
+    uncertainty_shift            5.138      4.24
+    uncertainty_noise            5.303      4.37
+    uncertainty_mask             2.762      2.28
+    uncertainty_combination      4.724      3.90
+    noisytune / plain forward    1.00   (0.91-1.10 over the repeats)
+    noisytune / shift            0.24   (0.22-0.26)
+    noisytune / noise            0.23   (0.21-0.26)
+
+With 2 threads on the same busy machine single calls varied 2-4x and the
+medians put noisytune at 0.72x a plain forward: an artefact of the load.
 """
 import argparse
 import json
@@ -22,12 +54,23 @@ import speechbrain as sb
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modules"))
 
-from soundcl.task_loop import MemoryContext  # noqa: E402
 from soundcl.memory import FixedSizeMemory  # noqa: E402
+from soundcl.task_loop import MemoryContext  # noqa: E402
 from soundcl.memory_scores import plain_predictions  # noqa: E402
 from soundcl.models.bcresnet import BCResNet  # noqa: E402
 from soundcl.models.encoders import Classifier  # noqa: E402
 from soundcl.models.frontend import LogMelFrontEnd, MelBatchNorm  # noqa: E402
+
+#: (result name, mem_manage, uncert_metric) of every timed memory update.
+POLICIES = [("random", "random", None), ("reservoir", "reservoir", None), ("prototype", "prototype", None)] + [
+    (f"uncertainty_{m}", "uncertainty", m) for m in ("noisytune", "shift", "noise", "mask", "combination")
+]
+#: Ratios reported: (name, numerator, denominator).
+RATIOS = [
+    ("noisytune/plain_forward", "uncertainty_noisytune", "plain_forward"),
+    ("noisytune/shift", "uncertainty_noisytune", "uncertainty_shift"),
+    ("noisytune/noise", "uncertainty_noisytune", "uncertainty_noise"),
+]
 
 
 class BenchBrain:
@@ -41,34 +84,60 @@ class BenchBrain:
         return self.modules.mean_var_norm(self.modules.compute_features(wavs), lens)
 
 
-def make_dataset_factory(n_samples, seed=0):
+def build_audio(rows, n_samples, seed=0):
+    """Decoded candidate audio, built once: ``id -> float32 tensor [n_samples]``."""
+    generator = torch.Generator().manual_seed(seed)
+    return {row["ID"]: torch.randn(n_samples, generator=generator) * 0.1 for row in rows}
+
+
+def make_dataset_factory(audio):
+    """``make_dataset(rows, train)`` over the prebuilt audio (no generation, no decoding)."""
+
     def make_dataset(rows, train):
-        data = {}
-        for row in rows:
-            rng = np.random.RandomState(abs(hash((seed, row["ID"]))) % 2**31)
-            data[row["ID"]] = {"sig": torch.from_numpy(rng.randn(n_samples).astype(np.float32) * 0.1),
-                               "class_idx": row["class_idx"]}
+        data = {row["ID"]: {"sig": audio[row["ID"]], "class_idx": row["class_idx"]} for row in rows}
         dataset = sb.dataio.dataset.DynamicItemDataset(data)
         sb.dataio.dataset.set_output_keys([dataset], ["id", "sig", "class_idx"])
         return dataset
+
     return make_dataset
 
 
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n_candidates", type=int, default=500)
     parser.add_argument("--n_classes", type=int, default=10)
-    parser.add_argument("--memory_size", type=int, default=300)
+    parser.add_argument("--memory_size", type=int, default=None,
+                        help="memory slots (default: half the candidates); must be below n_candidates")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per clip")
     parser.add_argument("--sample_rate", type=int, default=44100)
     parser.add_argument("--c", type=float, default=3, help="BC-ResNet width factor")
     parser.add_argument("--metric_k", type=int, default=4)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
+    parser.add_argument("--policies", default=",".join(name for name, _, _ in POLICIES),
+                        help="comma-separated subset of: " + ", ".join(name for name, _, _ in POLICIES))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of torch (default: torch's own choice); 1 steadies timings on a busy machine")
     parser.add_argument("--out", default="memory_update_bench.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.memory_size is None:
+        args.memory_size = args.n_candidates // 2
+    if not 0 < args.memory_size < args.n_candidates:
+        parser.error(f"need 0 < memory_size < n_candidates (else no policy selects anything), "
+                     f"got memory_size={args.memory_size}, n_candidates={args.n_candidates}")
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    unknown = set(args.policies.split(",")) - {name for name, _, _ in POLICIES}
+    if unknown:
+        parser.error(f"unknown policies {sorted(unknown)}")
+    return args
 
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     n_samples = int(args.duration * args.sample_rate)
     modules = torch.nn.ModuleDict({
@@ -80,7 +149,12 @@ def main():
     brain = BenchBrain(modules, args.device)
     rows = [{"ID": f"clip{i:05d}", "class_idx": i % args.n_classes} for i in range(args.n_candidates)]
     rows_by_id = {r["ID"]: r for r in rows}
-    make_dataset = make_dataset_factory(n_samples)
+    ids = [r["ID"] for r in rows]
+
+    # Built once, outside every timed region.
+    start = time.perf_counter()
+    make_dataset = make_dataset_factory(build_audio(rows, n_samples))
+    build_s = time.perf_counter() - start
 
     def context(seed):
         return MemoryContext(1, brain, rows_by_id, list(range(args.n_classes)), make_dataset,
@@ -90,50 +164,64 @@ def main():
         if brain.device.type == "cuda":
             torch.cuda.synchronize()
 
-    def timed(fn):
-        fn(0)  # warm-up (cuDNN autotuning, allocator)
-        times = []
-        for r in range(args.repeats):
-            sync()
-            start = time.perf_counter()
-            fn(r + 1)
-            sync()
-            times.append(time.perf_counter() - start)
-        return float(np.median(times))
+    def prepare_plain(seed):
+        ctx = context(seed)
+        return lambda: plain_predictions(ids, ctx)
 
-    # Data-set building (in-memory audio) is part of every measurement, as in a real update.
-    results = {"plain_forward": timed(lambda s: plain_predictions([r["ID"] for r in rows], context(s)))}
-    configs = [("random", None), ("reservoir", None), ("prototype", None)] + [
-        ("uncertainty", m) for m in ("noisytune", "shift", "noise", "mask", "combination")
-    ]
-    for mem_manage, metric in configs:
-        name = mem_manage if metric is None else f"uncertainty_{metric}"
-
-        def update(seed, mem_manage=mem_manage, metric=metric):
+    def prepare_policy(mem_manage, metric):
+        def prepare(seed):
+            # Policy and context are made outside the timed call; only select() is timed.
             policy = FixedSizeMemory.from_hparams({
                 "mode": "replay", "mem_manage": mem_manage, "memory_size": args.memory_size,
                 "uncert_metric": metric or "noisytune", "metric_k": args.metric_k, "noise_lambda": 0.1,
                 "uncertainty_from_task": 0,
             })
-            policy.select([], rows, context(seed))
+            ctx = context(seed)
+            return lambda: policy.select([], rows, ctx)
+        return prepare
 
-        results[name] = timed(update)
+    wanted = set(args.policies.split(","))
+    measures = {"plain_forward": prepare_plain}
+    measures.update({name: prepare_policy(mm, metric) for name, mm, metric in POLICIES if name in wanted})
 
-    ratios = {
-        "noisytune/shift": results["uncertainty_noisytune"] / results["uncertainty_shift"],
-        "noisytune/noise": results["uncertainty_noisytune"] / results["uncertainty_noise"],
-        "noisytune/plain_forward": results["uncertainty_noisytune"] / results["plain_forward"],
-    }
-    device_name = torch.cuda.get_device_name(0) if brain.device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    def run_once(prepare, seed):
+        call = prepare(seed)
+        sync()
+        start = time.perf_counter()
+        call()
+        sync()
+        return time.perf_counter() - start
+
+    for prepare in measures.values():
+        run_once(prepare, 0)  # warm-up (allocator, cuDNN autotuning, first-call costs)
+    times = {name: [] for name in measures}
+    for r in range(args.repeats):
+        for name, prepare in measures.items():
+            times[name].append(run_once(prepare, r + 1))
+    results = {name: float(np.median(t)) for name, t in times.items()}
+    ratios = {name: results[a] / results[b] for name, a, b in RATIOS if a in results and b in results}
+    # Spread of the ratio over the repeats (numerator and denominator timed moments apart).
+    ratio_ranges = {name: [min(x / y for x, y in zip(times[a], times[b])), max(x / y for x, y in zip(times[a], times[b]))]
+                    for name, a, b in RATIOS if a in results and b in results}
+
+    device_name = (torch.cuda.get_device_name(0) if brain.device.type == "cuda"
+                   else f"cpu ({torch.get_num_threads()} threads)")
     print(f"memory update, {args.n_candidates} candidates of {args.duration:g} s at {args.sample_rate} Hz, "
-          f"BC-ResNet-{args.c:g}, k={args.metric_k}, memory {args.memory_size}, {device_name}")
-    print(f"{'policy':<26}{'seconds':>10}")
+          f"BC-ResNet-{args.c:g}, k={args.metric_k}, memory {args.memory_size}, {device_name}, "
+          f"median of {args.repeats} (candidate audio built once in {build_s:.2f} s, not timed)")
+    print(f"{'timed call':<26}{'seconds':>10}{'x plain':>10}")
     for name, seconds in results.items():
-        print(f"{name:<26}{seconds:>10.3f}")
+        print(f"{name:<26}{seconds:>10.3f}{seconds / results['plain_forward']:>10.2f}")
+    print(f"{'ratio of medians':<26}{'value':>10}   per repeat")
     for name, value in ratios.items():
-        print(f"{name:<26}{value:>10.3f}")
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump({"args": vars(args), "device": device_name, "seconds": results, "ratios": ratios}, f, indent=2)
+        low, high = ratio_ranges[name]
+        print(f"{name:<26}{value:>10.3f}   {low:.3f}-{high:.3f}")
+    summary = {"args": vars(args), "device": device_name, "audio_build_s": build_s, "seconds": results,
+               "all_seconds": times, "ratios": ratios, "ratio_ranges": ratio_ranges}
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+    return summary
 
 
 if __name__ == "__main__":
