@@ -192,6 +192,11 @@ def _std(array):
     return array.std(axis=0, ddof=1) if array.shape[0] > 1 else np.zeros(array.shape[1:])
 
 
+def _without_name(config, name):
+    """``config`` with the experiment name in other keys' values replaced by ``<experiment_name>``."""
+    return {k: (v if k == "experiment_name" else v.replace(str(name), "<experiment_name>")) for k, v in config.items()}
+
+
 def group_runs(runs):
     """Experiments (runs equal but for the seed) and the runs without run_config.json."""
     groups, no_config = {}, []
@@ -203,7 +208,8 @@ def group_runs(runs):
     experiments = [Experiment(key, members) for key, members in groups.items()]
     experiments.sort(key=lambda e: (e.name, e.runs[0].folder))
     # What tells the experiments apart: keys whose value is not the same in all.
-    configs = [dict(e.key) for e in experiments]
+    # Shown without the values that only repeat the experiment name (output_folder ...).
+    configs = [_without_name(dict(e.key), e.name) for e in experiments]
     all_keys = sorted(set().union(*configs)) if configs else []
     varying = [k for k in all_keys if len({c.get(k) for c in configs}) > 1]
     for experiment, config in zip(experiments, configs):
@@ -218,7 +224,8 @@ def group_runs(runs):
 
 
 # ------------------------------------------------------------------ writing
-def _fmt(mean, std, n, scale, digits=1):
+def _fmt(mean, std, n, scale):
+    digits = 1 if scale == 100 else 2  # percentages, seconds
     if n == 0 or math.isnan(mean):
         return "n/a"
     text = f"{scale * mean:.{digits}f}"
@@ -333,6 +340,7 @@ def plot_acc_per_task(path, experiments):
         x = np.arange(len(mean))
         line, = ax.plot(x, 100 * mean, marker="o", label=f"{experiment.label} (n={len(experiment.finished)})")
         ax.fill_between(x, 100 * (mean - std), 100 * (mean + std), color=line.get_color(), alpha=0.2)
+    ax.set_xticks(range(max((len(e.summary()["acc_per_task"][0]) for e in experiments if e.finished), default=1)))
     ax.set_xlabel("after training task k")
     ax.set_ylabel("A_k: mean accuracy on tasks 0..k (%)")
     ax.set_ylim(0, 100)
