@@ -151,10 +151,10 @@ def test_curves_from_train_log_with_a_repeated_epoch(tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:8] == PNG
 
 
-def test_seeds_runner_runs_the_recipe_once_per_seed(tmp_path):
+def test_seeds_runner_runs_the_recipe_once_per_seed(tmp_path, monkeypatch):
     script = tmp_path / "fake_recipe.py"
     script.write_text("import sys\nopen(sys.argv[-1].split('=')[1] + '.txt', 'w').write(' '.join(sys.argv[1:]))\n")
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     assert seeds.main([str(script), "h.yaml", "--seeds=[1,2]", "--lr=0.1"]) == 0
     assert (tmp_path / "1.txt").read_text() == "h.yaml --lr=0.1 --seed=1"
     assert (tmp_path / "2.txt").read_text() == "h.yaml --lr=0.1 --seed=2"
