@@ -147,6 +147,7 @@ class Experiment:
         self.name = self.runs[0].experiment_name
         self.label = self.name  # made unique by group_runs
         self.differing = {}  # key -> value (JSON text) telling this experiment apart from the others
+        self.nearest = None  # (closest other experiment, {key: value of this one where they differ})
 
     @property
     def finished(self):
@@ -214,6 +215,13 @@ def group_runs(runs):
     varying = [k for k in all_keys if len({c.get(k) for c in configs}) > 1]
     for experiment, config in zip(experiments, configs):
         experiment.differing = {k: config.get(k, "absent") for k in varying}
+    # For reading: each experiment against the one closest to it (fewest differing keys).
+    for i, (experiment, config) in enumerate(zip(experiments, configs)):
+        others = [(sorted(k for k in varying if config.get(k) != other.get(k)), j)
+                  for j, other in enumerate(configs) if j != i]
+        if others:
+            keys, j = min(others, key=lambda o: (len(o[0]), o[1]))
+            experiment.nearest = (experiments[j], {k: config.get(k, "absent") for k in keys})
     # Unique labels: experiments sharing an experiment_name get #1, #2 ...
     for name in {e.name for e in experiments}:
         same = [e for e in experiments if e.name == name]
@@ -257,8 +265,14 @@ def markdown(experiments, no_config, sources):
     if len(experiments) < 2:
         lines.append("One experiment.")
     for experiment in experiments:
-        shown = ", ".join(f"`{k}={_short(v)}`" for k, v in experiment.differing.items())
-        lines.append(f"- **{experiment.label}** ({len(experiment.runs)} run(s)): {shown or 'no difference'}")
+        if experiment.nearest is None:
+            continue
+        other, keys = experiment.nearest
+        shown = ", ".join(f"`{k}={_short(v)}`" for k, v in keys.items())
+        lines.append(f"- **{experiment.label}** ({len(experiment.runs)} run(s)), against the closest, "
+                     f"{other.label}: {shown}")
+    if len(experiments) > 1:
+        lines.append("- every differing hparam of each experiment: `differing_hparams` in report.csv")
     same_name = sorted({e.name for e in experiments if e.label != e.name})
     for name in same_name:
         same = [dict(e.key) for e in experiments if e.name == name]
