@@ -29,7 +29,9 @@ setup(
         "numpy",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "onnx", "onnxruntime", "onnxscript"],
+        "test": ["pytest", "pytest-timeout", "onnx", "onnxruntime", "onnxscript", "tensorboard"],
         "export": ["onnx", "onnxruntime", "onnxscript"],
+        # use_tensorboard=True (soundcl.tensorboard_log, SpeechBrain's TensorboardLogger)
+        "tensorboard": ["tensorboard"],
     },
 )

@@ -6,7 +6,9 @@ whose script part is checked the same way), ``\\`` continuations joined and
 the recipe's own start-up check (``soundcl.recipe.check_config`` with the script's
 ``NEEDS``), with placeholders (``<...>``, data folders) filled by a tmp folder:
 every option name and value must be accepted. The README's demo command runs for
-real, tiny. Module commands run; benchmarks and ``recipes/export.py`` answer ``--help``.
+real, tiny. Module commands run; benchmarks, ``recipes/export.py`` and ``soundcl.report`` answer
+``--help``; ``python -m soundcl.seeds <recipe> <yaml> --seeds=[...] <options>`` is checked as the
+recipe command of its first seed.
 """
 import glob
 import os
@@ -102,6 +104,12 @@ def _script_and_args(command):
         at = next(i for i, w in enumerate(words) if w.endswith(".py"))
         words = ["python", *words[at:]]
     assert words[0] == "python", command
+    if words[1:3] == ["-m", "soundcl.seeds"]:
+        # The seeds runner runs the recipe once per seed: checked as the recipe run of its first seed.
+        from soundcl.seeds import split_argv
+
+        recipe_args, seeds, _ = split_argv(words[3:])
+        return [*recipe_args, f"--seed={seeds[0]}"]
     return words[1:]
 
 
@@ -154,6 +162,8 @@ def _other_commands():
             continue  # the test suite itself
         if args[0].startswith(("bench/", "recipes/")):
             argv = [args[0], "--help"]  # benchmarks run minutes; export needs a trained run
+        elif args[:2] == ["-m", "soundcl.report"]:
+            argv = args[:2] + ["--help"]  # reads the results of runs the docs made first
         elif args[0] == "-m" and args[1].startswith("soundcl."):
             argv = args
         else:

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
+from soundcl import curves, tensorboard_log
+
 logger = logging.getLogger(__name__)
 
 
@@ -51,6 +53,21 @@ def backward_transfer(matrix):
     return float(np.mean([matrix[last, j] - matrix[j, j] for j in range(last)]))
 
 
+def backward_transfer_all_steps(matrix):
+    """BWT over every step (Díaz-Rodríguez et al. 2018, "Don't forget, there is more than forgetting").
+
+    ``BWT_all = mean over all pairs k > j of R[k, j] - R[j, j]``: the drop of
+    each task from its diagonal, after *every* later task, not only the last
+    (:func:`backward_transfer`, Lopez-Paz & Ranzato 2017, uses row ``T-1`` only).
+    Undefined (NaN) for a single task.
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    n = matrix.shape[0]
+    if n < 2:
+        return float("nan")
+    return float(np.mean([matrix[k, j] - matrix[j, j] for k in range(1, n) for j in range(k)]))
+
+
 def forgetting(matrix):
     """Average forgetting: mean over j < T-1 of ``max_{l<T-1} R[l, j] - R[T-1, j]``.
 
@@ -71,7 +88,8 @@ def cl_summary(matrix):
     Returns
     -------
     dict with ``acc_per_task`` (A_k for each k), ``A_last``, ``A_avg``,
-    ``BWT`` and ``forgetting``.
+    ``BWT`` (Lopez-Paz: last row only), ``BWT_all`` (Díaz-Rodríguez: every
+    row) and ``forgetting``.
     """
     acc = average_accuracy_per_task(matrix)
     return {
@@ -79,6 +97,7 @@ def cl_summary(matrix):
         "A_last": float(acc[-1]),
         "A_avg": float(acc.mean()),
         "BWT": backward_transfer(matrix),
+        "BWT_all": backward_transfer_all_steps(matrix),
         "forgetting": forgetting(matrix),
     }
 
@@ -144,7 +163,7 @@ def _atomic_write_text(path, text):
 
 
 def write_results(output_folder, matrix, extra=None, plot=True):
-    """Write ``results.json``, ``results.csv`` and ``accuracy_matrix.png``.
+    """Write ``results.json``, ``results.csv``, ``accuracy_matrix.png`` and ``curves.png``.
 
     Arguments
     ---------
@@ -155,7 +174,8 @@ def write_results(output_folder, matrix, extra=None, plot=True):
     extra : dict, optional
         More JSON-serialisable entries (time spent, per-task details ...).
     plot : bool
-        Whether to draw the PNG heatmap.
+        Whether to draw the PNGs: the heatmap, and the learning curves of
+        ``<output_folder>/train_log.txt`` where there is one (:mod:`soundcl.curves`).
 
     Returns
     -------
@@ -179,12 +199,16 @@ def write_results(output_folder, matrix, extra=None, plot=True):
         writer.writerow(["after_task"] + [f"test_task{j}" for j in range(n)] + ["A_k"])
         for k in range(n):
             writer.writerow([k] + [_csv_value(v) for v in matrix[k]] + [_csv_value(summary["acc_per_task"][k])])
-        for key in ("A_last", "A_avg", "BWT", "forgetting"):
+        for key in ("A_last", "A_avg", "BWT", "BWT_all", "forgetting"):
             writer.writerow([key, _csv_value(summary[key])])
     os.replace(csv_path + ".tmp", csv_path)
 
     if plot:
         plot_matrix(matrix, os.path.join(output_folder, "accuracy_matrix.png"))
+        train_log = os.path.join(output_folder, curves.TRAIN_LOG)
+        if os.path.exists(train_log):
+            curves.plot_curves(train_log, os.path.join(output_folder, curves.CURVES_PNG))
+    tensorboard_log.log_results(output_folder, results)
     return results
 
 

@@ -24,7 +24,7 @@ from hyperpyyaml import load_hyperpyyaml
 import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from soundcl import config
+from soundcl import config, tensorboard_log
 from soundcl.atomic import write_json_atomic
 from soundcl.audio import check_clips
 from soundcl.contract import REQUIRED, ConfigError, check_declared, with_defaults
@@ -43,12 +43,14 @@ HPARAMS = {
     "deterministic": False,  # True: bit-reproducible GPU runs (slower)
     "check_audio": True,  # decode every clip once at start
     "on_bad_audio": "error",  # or skip: leave unusable clips out, listed in bad_audio_report.csv
+    # True: also TensorBoard scalars in <output_folder>/tensorboard/ (soundcl.tensorboard_log).
+    "use_tensorboard": False,
 }
 
 #: The run's description kept in its output folder; a rerun resumes only if it matches.
 RUN_CONFIG_FILE = "run_config.json"
 #: Keys that may change between the runs of one output folder (they do not change what is computed).
-RESUMABLE_CHANGES = ("stop_after_task", "ckpt_interval_minutes", "audio_cache", "num_workers")
+RESUMABLE_CHANGES = ("stop_after_task", "ckpt_interval_minutes", "audio_cache", "num_workers", "use_tensorboard")
 
 
 def check_config(hparams_file, overrides, needs):
@@ -118,6 +120,21 @@ def create_experiment_directory(hparams, hparams_file, overrides, preview):
     if if_main_process() and not os.path.exists(path):
         write_json_atomic(path, current, indent=1)
     sb.utils.distributed.ddp_barrier()
+    if hparams["use_tensorboard"]:
+        use_tensorboard(hparams)
+
+
+def use_tensorboard(hparams):
+    """TensorBoard scalars in ``<output_folder>/tensorboard/`` (:mod:`soundcl.tensorboard_log`).
+
+    Per epoch: the ``train_logger`` (if the YAML has one) becomes a
+    :class:`~soundcl.tensorboard_log.TeeTrainLogger` writing to it and to
+    TensorBoard; per task: :func:`soundcl.metrics.write_results` adds the
+    accuracies, ``A_k`` and the memory-update time.
+    """
+    tensorboard = tensorboard_log.enable(hparams["output_folder"])
+    if hparams.get("train_logger") is not None:
+        hparams["train_logger"] = tensorboard_log.TeeTrainLogger(hparams["train_logger"], tensorboard)
 
 
 def run_description(preview):
