@@ -164,3 +164,18 @@ def test_er_ace_keeps_a_fixed_size_memory_and_resumes(tmp_path, synth_data_folde
 def test_er_ace_refuses_mixup_in_one_line(tmp_path, synth_data_folder):
     with pytest.raises(SystemExit, match="use_mixup=True is not supported by strategy=er_ace"):
         _run(tmp_path, synth_data_folder, "er_ace", "--use_mixup=True")
+
+
+def test_derpp_stored_logits_are_those_at_insertion_and_unchanged_by_later_training(tmp_path, synth_data_folder,
+                                                                                    monkeypatch):
+    records = _recording(monkeypatch, "derpp", "last_mse").records
+    results = _resumes_identically(tmp_path, synth_data_folder, "derpp", "--memory_size=8")
+    assert results["memory_policy"] == "LogitMemory(ReservoirMemory(memory_size=8))"
+    after0 = _task_state(tmp_path, "derpp", 0)["policy_state"]["logits"]
+    after1 = _task_state(tmp_path, "derpp", 1)["policy_state"]["logits"]
+    assert len(after0) == len(after1) == 8 and all(len(v) == 10 for v in after0.values())
+    kept = set(after0) & set(after1)
+    assert kept and kept != set(after1)  # task 0 clips kept, task 1 clips added
+    assert all(after0[i] == after1[i] for i in kept)  # bit for bit, after training task 1
+    assert {value for task, value in records if task == 0} == {0.0}  # no memory in task 0
+    assert max(value for task, value in records if task == 1) > 0

@@ -11,6 +11,7 @@ from typing import NamedTuple
 from soundcl.brains import SupervisedBrain
 from soundcl.contract import REQUIRED, ConfigError
 from soundcl.memory import NoMemory, PerTaskRandom
+from soundcl.strategies.derpp import DerppBrain, LogitMemory
 from soundcl.strategies.er_ace import ERACEBrain, FixedSizeReplayMemory
 from soundcl.strategies.ewc import EWCBrain
 from soundcl.strategies.joint import JointIncremental, JointTraining
@@ -51,6 +52,7 @@ STRATEGIES = {
     "ewc": Strategy(EWCBrain, CurrentTaskWithMemory, PerTaskRandom),
     # Fixed-size memory (memory_size, mem_manage); memory clips train alongside the task's.
     "er_ace": Strategy(ERACEBrain, CurrentTaskWithMemory, FixedSizeReplayMemory),
+    "derpp": Strategy(DerppBrain, CurrentTaskWithMemory, LogitMemory),
 }
 
 
