@@ -179,3 +179,19 @@ def test_derpp_stored_logits_are_those_at_insertion_and_unchanged_by_later_train
     assert all(after0[i] == after1[i] for i in kept)  # bit for bit, after training task 1
     assert {value for task, value in records if task == 0} == {0.0}  # no memory in task 0
     assert max(value for task, value in records if task == 1) > 0
+
+
+@pytest.mark.parametrize("dataset", ["us8k", "tau19", "esc50", "vgg", "cochl", "tau22", "synth"])
+def test_every_sup_train_yaml_has_every_strategys_keys(dataset):
+    import os
+
+    from conftest import REPO_ROOT
+    from soundcl.contract import check_declared
+    from soundcl.task_loop import TaskLoop
+    from soundcl import recipe, strategies
+
+    path = os.path.join(REPO_ROOT, "hparams", dataset, "sup_train.yaml")
+    preview = config.preview_hparams(path, {"data_folder": "/nonexistent"})
+    assert preview["strategy"] == "finetune_or_replay"
+    for name, strategy in STRATEGIES.items():
+        check_declared(preview, [recipe, TaskLoop, strategies, *strategy.parts], path)  # raises on a missing key
