@@ -137,21 +137,22 @@ def test_er_ace_masks_current_rows_to_the_current_task_and_memory_rows_to_every_
     import speechbrain as sb
     from soundcl.strategies.er_ace import ERACEBrain
 
-    brain = types.SimpleNamespace(task_id=1, task_classes=[[0, 1], [2, 3]])
-    brain.memory_rows = lambda targets: ERACEBrain.memory_rows(brain, targets)
-    logits = torch.randn(4, 6)
+    brain = types.SimpleNamespace(task_id=1, task_classes=[[0, 1], [2, 3]], buffer_ids={"new3b"})
+    brain.memory_rows = lambda targets, ids: ERACEBrain.memory_rows(brain, targets, ids)
+    logits = torch.randn(5, 6)
     logits[:, 4:] = -1e4  # unseen classes, masked as compute_forward does
     logits.requires_grad_(True)
-    batch = types.SimpleNamespace(class_idx=torch.tensor([2, 3, 0, 1]))
+    batch = types.SimpleNamespace(class_idx=torch.tensor([2, 3, 0, 1, 3]), id=["new2", "new3", "old0", "old1", "new3b"])
     loss = ERACEBrain.compute_objectives(brain, (logits, None, 1.0), batch, sb.Stage.TRAIN)
     from_memory, current_mask = brain.last_masks
-    assert from_memory.tolist() == [False, False, True, True]
+    assert from_memory.tolist() == [False, False, True, True, True]
     assert current_mask.tolist() == [False, False, True, True, False, False]
-    expected = F.cross_entropy(logits[:2, 2:4], torch.tensor([0, 1])) + F.cross_entropy(logits[2:], torch.tensor([0, 1]))
+    expected = (F.cross_entropy(logits[:2, 2:4], torch.tensor([0, 1]))
+                + F.cross_entropy(logits[2:], torch.tensor([0, 1, 3])))
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
     loss.backward()
     assert (logits.grad[:2, :2] == 0).all()  # current rows do not push old classes down
-    assert (logits.grad[2:, 2:4] != 0).all()  # memory rows compete with the new classes
+    assert (logits.grad[2:, :4] != 0).all()  # memory-batch rows: every seen class competes
 
 
 def test_er_ace_keeps_a_fixed_size_memory_and_resumes(tmp_path, synth_data_folder):
@@ -159,6 +160,7 @@ def test_er_ace_keeps_a_fixed_size_memory_and_resumes(tmp_path, synth_data_folde
     assert results["memory_policy"] == "ReservoirMemory(memory_size=8)"
     assert results["per_task"][0]["memory_size"] == 8
     assert results["per_task"][1]["n_train"] == 2 * 64 + 8
+    assert results["accuracy_matrix"][1][1] >= 0.5  # the new task is learnt against the old classes
 
 
 def test_er_ace_refuses_mixup_in_one_line(tmp_path, synth_data_folder):
