@@ -49,7 +49,7 @@ def main(argv):
     loop = TaskLoop(
         brain,
         task_rows,
-        task_data=strategy.task_data(),
+        task_data=strategy.task_data_policy(hparams),
         memory=recipe.build(strategy.memory.from_hparams, hparams),  # replay_num_keep=0: fine-tuning
         hparams=hparams,
     )

@@ -197,3 +197,29 @@ def test_every_sup_train_yaml_has_every_strategys_keys(dataset):
     assert preview["strategy"] == "finetune_or_replay"
     for name, strategy in STRATEGIES.items():
         check_declared(preview, [recipe, TaskLoop, strategies, *strategy.parts], path)  # raises on a missing key
+
+
+def test_gdumb_memory_is_greedy_and_class_balanced():
+    from soundcl.strategies.gdumb import gdumb_memory
+
+    rows = [{"ID": f"c{c}_{i}", "class_idx": c} for c in range(3) for i in range(10)]
+    class_of = {r["ID"]: r["class_idx"] for r in rows}
+    first = gdumb_memory([], rows[:20], class_of, 8, np.random.RandomState(0))  # classes 0, 1
+    assert len(first) == 8 and sorted(class_of[i] for i in first) == [0] * 4 + [1] * 4
+    second = gdumb_memory(first, rows[20:], class_of, 8, np.random.RandomState(1))  # class 2 arrives
+    counts = np.bincount([class_of[i] for i in second], minlength=3)
+    assert len(second) == 8 and counts.max() - counts.min() <= 1 and counts[2] == 8 // 3
+
+
+def test_gdumb_trains_from_scratch_on_its_memory_only_and_resumes(tmp_path, synth_data_folder, monkeypatch):
+    import torch
+
+    recording = _recording(monkeypatch, "gdumb", "task_id")
+    results = _resumes_identically(tmp_path, synth_data_folder, "gdumb", "--memory_size=8")
+    assert [t["n_train"] for t in results["per_task"]] == [8, 8]
+    assert [t["memory_per_class"] for t in results["per_task"]] == [{"0": 4, "1": 4}, {str(c): 2 for c in range(4)}]
+    brain = recording.instance
+    brain.begin_task(1, [0, 1, 2, 3])
+    for name, state in brain.initial_state.items():
+        for key, value in brain.modules[name].state_dict().items():
+            assert torch.equal(value, state[key]), (name, key)

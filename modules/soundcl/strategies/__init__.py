@@ -14,6 +14,7 @@ from soundcl.memory import NoMemory, PerTaskRandom
 from soundcl.strategies.derpp import DerppBrain, LogitMemory
 from soundcl.strategies.er_ace import ERACEBrain, FixedSizeReplayMemory
 from soundcl.strategies.ewc import EWCBrain
+from soundcl.strategies.gdumb import GDumbBrain, GDumbMemory, GDumbTaskData
 from soundcl.strategies.joint import JointIncremental, JointTraining
 from soundcl.strategies.lwf import LwFBrain
 from soundcl.task_data import CurrentTaskWithMemory
@@ -26,6 +27,11 @@ class Strategy(NamedTuple):
     brain: type  # a ContinualBrain subclass
     task_data: type  # a task-data policy class (built without arguments)
     memory: type  # a memory policy class with from_hparams(hparams)
+
+    def task_data_policy(self, hparams):
+        """The task-data policy, built from the hparams when it reads some (``from_hparams``)."""
+        build = getattr(self.task_data, "from_hparams", None)
+        return build(hparams) if build is not None else self.task_data()
 
     @property
     def parts(self):
@@ -53,6 +59,8 @@ STRATEGIES = {
     # Fixed-size memory (memory_size, mem_manage); memory clips train alongside the task's.
     "er_ace": Strategy(ERACEBrain, CurrentTaskWithMemory, FixedSizeReplayMemory),
     "derpp": Strategy(DerppBrain, CurrentTaskWithMemory, LogitMemory),
+    # Trains from scratch on its class-balanced memory only (memory_size).
+    "gdumb": Strategy(GDumbBrain, GDumbTaskData, GDumbMemory),
 }
 
 
