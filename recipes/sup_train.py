@@ -1,49 +1,56 @@
 #!/usr/bin/env python3
-"""Supervised class-incremental training: fine-tuning, or replay of a few clips per task.
+"""Supervised class-incremental training with a continual-learning strategy.
 
     python recipes/sup_train.py hparams/synth/sup_train.yaml                       # fine-tuning
     python recipes/sup_train.py hparams/synth/sup_train.yaml --replay_num_keep=20  # replay
+    python recipes/sup_train.py hparams/synth/sup_train.yaml --strategy=joint --experiment_name=joint
     python recipes/sup_train.py hparams/us8k/sup_train.yaml --data_folder=/data/UrbanSound8K
 
-For each task k (soundcl.task_loop.TaskLoop): train on task k's clips plus the
-memory (``replay_num_keep`` random clips of every finished task), keep the
-best epoch, test on tasks 0..k (row k of the accuracy matrix), update the memory.
+For each task k (soundcl.task_loop.TaskLoop): train on the clips the strategy's
+task-data policy gives (by default task k's clips plus the memory,
+``replay_num_keep`` random clips of every finished task), keep the best epoch,
+test on tasks 0..k (row k of the accuracy matrix), update the memory.
+``--strategy`` picks the Brain and policies in soundcl.strategies.STRATEGIES
+(docs/protocols.md, "Strategies").
 Results: <output_folder>/results.json, results.csv, accuracy_matrix.png.
 """
 import sys
 
 import speechbrain as sb
 
-from soundcl import recipe
-from soundcl.brains import SupervisedBrain
-from soundcl.memory import PerTaskRandom
-from soundcl.task_data import CurrentTaskWithMemory
+from soundcl import recipe, strategies
+from soundcl.strategies import STRATEGIES  # noqa: F401  name -> (Brain, task-data policy, memory policy)
 from soundcl.task_loop import TaskLoop
 
 # What this recipe is made of; each part declares the hparams it reads.
-NEEDS = [recipe, TaskLoop, SupervisedBrain, CurrentTaskWithMemory, PerTaskRandom]
+# The chosen strategy's parts (STRATEGIES[strategy].parts) are added in main.
+NEEDS = [recipe, TaskLoop, strategies]
 
 
 def main(argv):
     # 1. Command line and YAML: a bad key or value stops here, in one line.
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     preview = recipe.check_config(hparams_file, overrides, NEEDS)
+    strategy = recipe.build(strategies.chosen, preview)
+    needs = NEEDS + strategy.parts
+    preview = recipe.check_config(hparams_file, overrides, needs)
+    recipe.build(strategy.memory.from_hparams, preview)  # memory hparams' values, before anything runs
     sb.utils.distributed.ddp_init_group(run_opts)
-    hparams = recipe.load_hparams(hparams_file, overrides, NEEDS)
+    hparams = recipe.load_hparams(hparams_file, overrides, needs)
     recipe.create_experiment_directory(hparams, hparams_file, overrides, preview)
 
     # 2. Data: manifests per task and split, prepared on the main process.
     task_rows = recipe.prepare_task_rows(hparams)
 
     # 3. The method and the task loop.
-    brain = SupervisedBrain(
+    brain = strategy.brain(
         modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts
     )
     loop = TaskLoop(
         brain,
         task_rows,
-        task_data=CurrentTaskWithMemory(),
-        memory=PerTaskRandom.from_hparams(hparams),  # replay_num_keep=0: fine-tuning
+        task_data=strategy.task_data_policy(hparams),
+        memory=recipe.build(strategy.memory.from_hparams, hparams),  # replay_num_keep=0: fine-tuning
         hparams=hparams,
     )
     return loop.run()

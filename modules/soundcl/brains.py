@@ -154,14 +154,19 @@ class SupervisedBrain(ClassifierStages, ContinualFeatureBrain):
 
     HPARAMS = {"use_mixup": REQUIRED, "mixup_alpha": REQUIRED}
 
-    def mixed_embeddings(self, batch, stage):
-        """Embeddings [batch, emb_dim] of the (in training, mixed-up) features, and the mixup info."""
+    def mixed_features(self, batch, stage):
+        """Features [batch, frames, n_mels] (in training, mixed up), lens, and the mixup info."""
         batch = batch.to(self.device)
         wavs, lens = batch.sig
         feats = self.compute_feats(wavs, lens, stage)
         perm, lam = None, 1.0
         if stage == sb.Stage.TRAIN and self.hparams.use_mixup:
             feats, perm, lam = mixup(feats, self.hparams.mixup_alpha)
+        return feats, lens, perm, lam
+
+    def mixed_embeddings(self, batch, stage):
+        """Embeddings [batch, emb_dim] of the (in training, mixed-up) features, and the mixup info."""
+        feats, lens, perm, lam = self.mixed_features(batch, stage)
         return self.modules.embedding_model(feats, lens), perm, lam
 
     def compute_forward(self, batch, stage):

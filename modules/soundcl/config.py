@@ -25,6 +25,8 @@ CHOICES = {
     "precision": ("fp32", "fp16", "bf16"),
     "on_bad_audio": ("error", "skip"),
     "knn_rule": ("exp", "vote"),
+    # soundcl.strategies.STRATEGIES (recipes/sup_train.py)
+    "strategy": ("finetune_or_replay", "joint", "joint_incremental", "lwf", "ewc", "er_ace", "derpp", "gdumb"),
 }
 
 

@@ -4,9 +4,10 @@ A method is a subclass: it implements ``compute_forward`` /
 ``compute_objectives`` / ``on_stage_end`` as any SpeechBrain Brain, declares
 the hparams it reads in ``HPARAMS`` (:mod:`soundcl.contract`), and may
 override the task hooks ``begin_task``, ``prepare_task_data``,
-``make_task_dataset``, ``before_testing`` and ``evaluate_accuracy``.
+``make_task_dataset``, ``end_task``, ``before_testing`` and ``evaluate_accuracy``.
 """
 import logging
+import os
 
 import torch
 
@@ -49,6 +50,7 @@ class ContinualBrain(sb.Brain):
         super().__init__(*args, **kwargs)
         self.task_id = 0
         self.seen_classes = []
+        self.task_classes = None  # classes of every task, set by the task loop
         self.last_stage_stats = {}
         self.batch_ids = []  # clips of the current training batch, named if its loss is not finite
 
@@ -66,6 +68,16 @@ class ContinualBrain(sb.Brain):
         precompute per-clip tensors here (e.g. frozen-encoder embeddings).
         The default does nothing.
         """
+
+    def end_task(self, task_dir, task_data):
+        """Called by the task loop once the task's best weights are loaded and kept
+        as ``CKPT+final`` in ``task_dir``, before testing. A Brain may save
+        what the next task needs there (e.g. EWC's Fisher). The default does nothing.
+        """
+
+    def task_dir(self, task_id):
+        """The folder of task ``task_id``'s checkpoints (as the task loop names it)."""
+        return os.path.join(self.hparams.save_folder, self.hparams.task_dir_format.format(task_id))
 
     def make_task_dataset(self, rows, train):
         """The data set the loop trains or tests on: waveforms (``sig``; ``sig_view1`` ... for

@@ -7,7 +7,8 @@ For each task ``k`` the loop
 2. gives the Brain a fresh epoch counter and LR scheduler, and a Checkpointer
    writing to ``<save_folder>/task{k}/``,
 3. fits (SpeechBrain resumes an interrupted task from its last checkpoint),
-4. keeps the best checkpoint as the task's final one (``CKPT+final``),
+4. keeps the best checkpoint as the task's final one (``CKPT+final``) and
+   calls the Brain's ``end_task`` (e.g. EWC's Fisher information),
 5. tests on the test sets the policy names (row ``k`` of the accuracy matrix),
 6. asks the memory policy for the new replay memory,
 7. writes ``task{k}/task_state.json`` atomically: the task is then finished and
@@ -91,10 +92,15 @@ class TaskLoop:
         self.eval_loader_kwargs = dict(hparams["eval_dataloader_opts"])
         self.stop_after_task = hparams["stop_after_task"]
         self.task_dir_format = hparams["task_dir_format"]
-        self.n_tasks = len(task_rows["train"])
         self.task_classes = hparams["task_classes"] or [
             sorted({int(r["class_idx"]) for r in rows}) for rows in task_rows["train"]
         ]
+        # A task-data policy may regroup the tasks (joint training: one task of every class).
+        if hasattr(task_data, "regroup"):
+            task_rows, self.task_classes = task_data.regroup(task_rows, self.task_classes)
+            self.task_rows = task_rows
+        self.n_tasks = len(task_rows["train"])
+        brain.task_classes = [list(classes) for classes in self.task_classes]
         # Pristine copies: every task starts from the state the YAML describes.
         self.pristine = {name: copy.deepcopy(hparams[name]) for name in hparams["per_task_state"]}
         self.rows_by_id = {
@@ -248,6 +254,7 @@ class TaskLoop:
         )
         train_time = time.time() - start
         best_meta = self._keep_best_as_final(brain.checkpointer)
+        brain.end_task(self.task_dir(k), task_data)
 
         start = time.time()
         brain.before_testing([row for j in range(k + 1) for row in self.task_rows["train"][j]], self.eval_loader_kwargs)

@@ -1,0 +1,72 @@
+"""Continual-learning strategies of ``recipes/sup_train.py`` (``--strategy=NAME``).
+
+A strategy is a Brain (what is learnt and how), a task-data policy (which
+clips each task trains on) and a memory policy (what is kept for replay),
+each declaring the hparams it reads (:mod:`soundcl.contract`). The table
+:data:`STRATEGIES` is the only place that names them; references per strategy
+are in docs/protocols.md ("Strategies").
+"""
+from typing import NamedTuple
+
+from soundcl.brains import SupervisedBrain
+from soundcl.contract import REQUIRED, ConfigError
+from soundcl.memory import NoMemory, PerTaskRandom
+from soundcl.strategies.derpp import DerppBrain, LogitMemory
+from soundcl.strategies.er_ace import ERACEBrain, FixedSizeReplayMemory
+from soundcl.strategies.ewc import EWCBrain
+from soundcl.strategies.gdumb import GDumbBrain, GDumbMemory, GDumbTaskData
+from soundcl.strategies.joint import JointIncremental, JointTraining
+from soundcl.strategies.lwf import LwFBrain
+from soundcl.task_data import CurrentTaskWithMemory
+
+#: What this module reads.
+HPARAMS = {"strategy": REQUIRED}
+
+
+class Strategy(NamedTuple):
+    brain: type  # a ContinualBrain subclass
+    task_data: type  # a task-data policy class (built without arguments)
+    memory: type  # a memory policy class with from_hparams(hparams)
+
+    def task_data_policy(self, hparams):
+        """The task-data policy, built from the hparams when it reads some (``from_hparams``)."""
+        build = getattr(self.task_data, "from_hparams", None)
+        return build(hparams) if build is not None else self.task_data()
+
+    @property
+    def parts(self):
+        """The parts whose ``HPARAMS`` the recipe checks."""
+        return [self.brain, self.task_data, self.memory]
+
+
+class NoMemoryPolicy(NoMemory):
+    """No memory: the task-data policy already gives every clip a strategy trains on."""
+
+    @classmethod
+    def from_hparams(cls, hparams):
+        return cls()
+
+
+#: name -> (Brain, task-data policy, memory policy)
+STRATEGIES = {
+    # Today's behaviour: fine-tuning, or replay of replay_num_keep clips per finished task.
+    "finetune_or_replay": Strategy(SupervisedBrain, CurrentTaskWithMemory, PerTaskRandom),
+    "joint": Strategy(SupervisedBrain, JointTraining, NoMemoryPolicy),
+    "joint_incremental": Strategy(SupervisedBrain, JointIncremental, NoMemoryPolicy),
+    # The Brain's extra loss; replay_num_keep > 0 adds replay as for finetune_or_replay.
+    "lwf": Strategy(LwFBrain, CurrentTaskWithMemory, PerTaskRandom),
+    "ewc": Strategy(EWCBrain, CurrentTaskWithMemory, PerTaskRandom),
+    # Fixed-size memory (memory_size, mem_manage); memory clips train alongside the task's.
+    "er_ace": Strategy(ERACEBrain, CurrentTaskWithMemory, FixedSizeReplayMemory),
+    "derpp": Strategy(DerppBrain, CurrentTaskWithMemory, LogitMemory),
+    # Trains from scratch on its class-balanced memory only (memory_size).
+    "gdumb": Strategy(GDumbBrain, GDumbTaskData, GDumbMemory),
+}
+
+
+def chosen(hparams):
+    """The :class:`Strategy` named by ``hparams["strategy"]``; ConfigError for an unknown name."""
+    name = str(hparams["strategy"])
+    if name not in STRATEGIES:
+        raise ConfigError(f"strategy={name!r} is not valid: expected one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]
