@@ -223,3 +223,40 @@ def test_gdumb_trains_from_scratch_on_its_memory_only_and_resumes(tmp_path, synt
     for name, state in brain.initial_state.items():
         for key, value in brain.modules[name].state_dict().items():
             assert torch.equal(value, state[key]), (name, key)
+
+
+def test_icarl_nme_predicts_the_nearest_class_mean():
+    import torch
+    from soundcl.strategies.icarl import class_means, nearest_mean
+
+    emb = torch.tensor([[2.0, 0.0], [1.0, 0.1], [0.0, 3.0], [0.1, 1.0], [-1.0, 0.0], [-2.0, 0.2]])
+    means = class_means(emb, [7, 7, 2, 2, 5, 5], [2, 5, 7])
+    assert torch.allclose(means.norm(dim=-1), torch.ones(3))
+    queries = torch.tensor([[5.0, 0.5], [0.2, 4.0], [-3.0, 0.1], [1.0, 1.2], [-1.0, 0.9]])
+    expected = [int(torch.tensor([2, 5, 7])[torch.cdist(torch.nn.functional.normalize(q[None], dim=-1),
+                                                         means).argmin()]) for q in queries]
+    assert nearest_mean(queries, means, [2, 5, 7]).tolist() == expected == [7, 2, 5, 2, 5]
+
+
+def test_icarl_distillation_is_zero_at_task_0_nme_matrix_linear_stats_and_resume(tmp_path, synth_data_folder,
+                                                                                 monkeypatch):
+    import torch
+    from soundcl.strategies.icarl import distillation_bce
+
+    logits = torch.randn(5, 4)
+    assert float(distillation_bce(logits, logits.clone(), [0, 1])) == pytest.approx(0.0, abs=1e-5)
+    assert float(distillation_bce(logits, torch.randn(5, 4), [0, 1])) > 0
+    recording = _recording(monkeypatch, "icarl", "last_distillation")
+    records = recording.records
+    results = _resumes_identically(tmp_path, synth_data_folder, "icarl", "--memory_size=8")
+    # the exemplars of the class means (task 1 of the resumed run) are the memory the loop kept after testing
+    assert recording.instance.exemplars == _task_state(tmp_path, "icarl_resumed", 1)["memory"]
+    assert {value for task, value in records if task == 0} == {0.0}
+    assert max(value for task, value in records if task == 1) > 0
+    assert results["memory_policy"] == "IcarlMemory(memory_size=8)"
+    assert [t["memory_per_class"] for t in results["per_task"]] == [{"0": 4, "1": 4}, {str(c): 2 for c in range(4)}]
+    assert results["per_task"][1]["n_train"] == 2 * 64 + 8
+    for k in (0, 1):
+        linear = json.loads((tmp_path / "icarl" / "1986" / "save" / f"task{k}" / "test_stats_linear.json").read_text())
+        assert linear["tasks"] == list(range(k + 1)) and all(0 <= a <= 1 for a in linear["accuracy"])
+    assert results["accuracy_matrix"][1][1] >= 0.5

@@ -26,7 +26,7 @@ CHOICES = {
     "on_bad_audio": ("error", "skip"),
     "knn_rule": ("exp", "vote"),
     # soundcl.strategies.STRATEGIES (recipes/sup_train.py)
-    "strategy": ("finetune_or_replay", "joint", "joint_incremental", "lwf", "ewc", "er_ace", "derpp", "gdumb"),
+    "strategy": ("finetune_or_replay", "joint", "joint_incremental", "lwf", "ewc", "er_ace", "derpp", "gdumb", "icarl"),
 }
 
 

@@ -15,6 +15,7 @@ from soundcl.strategies.derpp import DerppBrain, LogitMemory
 from soundcl.strategies.er_ace import ERACEBrain, FixedSizeReplayMemory
 from soundcl.strategies.ewc import EWCBrain
 from soundcl.strategies.gdumb import GDumbBrain, GDumbMemory, GDumbTaskData
+from soundcl.strategies.icarl import IcarlBrain, IcarlMemory
 from soundcl.strategies.joint import JointIncremental, JointTraining
 from soundcl.strategies.lwf import LwFBrain
 from soundcl.task_data import CurrentTaskWithMemory
@@ -61,6 +62,8 @@ STRATEGIES = {
     "derpp": Strategy(DerppBrain, CurrentTaskWithMemory, LogitMemory),
     # Trains from scratch on its class-balanced memory only (memory_size).
     "gdumb": Strategy(GDumbBrain, GDumbTaskData, GDumbMemory),
+    # Herding memory (memory_size), sigmoid distillation, nearest-mean-of-exemplars at test.
+    "icarl": Strategy(IcarlBrain, CurrentTaskWithMemory, IcarlMemory),
 }
 
 
