@@ -116,3 +116,22 @@ def test_soak_fails_saying_how_many_kills_it_made(monkeypatch, capsys):
         soak.main()
     assert exit_info.value.code == 1
     assert "only 2 of the 3 requested kills were made" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ strategies
+def test_strategies_bench_runs_every_strategy_and_writes_the_report(tmp_path, synth_data_folder):
+    from soundcl.strategies import STRATEGIES
+
+    bench = _load("strategies")
+    assert [bench.has_fixed_size_memory(name) for name in ("finetune_or_replay", "lwf", "er_ace", "gdumb", "icarl")] \
+        == [False, False, True, True, True]
+    extra = (f"--data_folder={synth_data_folder} --audio_cache={tmp_path}/audio_cache --clips_per_class_per_fold=8 "
+             "--encoder_channels=[8,16] --emb_dim=32 --n_mels=32")
+    out = bench.main([f"--output_base={tmp_path}", "--seeds=1", "--number_of_epochs=1",
+                      "--task_classes=[[0,1],[2,3]]", "--memory_size=8", f"--extra={extra}"])
+    table = (tmp_path / "report" / "report.md").read_text()
+    for name in STRATEGIES:
+        assert f"| {name} |" in table, name
+        assert (tmp_path / name / "1" / "results.json").exists()
+    assert json.loads((tmp_path / "icarl" / "1" / "run_config.json").read_text())["memory_size"] == "8"
+    assert out == str(tmp_path / "report")
