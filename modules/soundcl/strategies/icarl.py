@@ -33,12 +33,12 @@ import speechbrain as sb
 
 from soundcl import metrics
 from soundcl.atomic import write_json_atomic
-from soundcl.brains import UNSEEN_LOGIT, SupervisedBrain
+from soundcl.brains import UNSEEN_LOGIT
 from soundcl.contract import REQUIRED, ConfigError
 from soundcl.memory import PrototypeMemory
 from soundcl.memory_scores import _EvalMode, compute_embeddings
 from soundcl.randomness import derive_seed
-from soundcl.strategies.lwf import load_frozen_model
+from soundcl.strategies.lwf import TeacherBrain
 from soundcl.task_loop import TASK_STATE_FILE, MemoryContext
 
 LINEAR_STATS_FILE = "test_stats_linear.json"
@@ -89,29 +89,15 @@ def class_means(embeddings, labels, classes):
     return F.normalize(torch.stack([normed[labels == c].mean(dim=0) for c in classes]), dim=-1)
 
 
-class IcarlBrain(SupervisedBrain):
-    HPARAMS = {"memory_size": REQUIRED, "save_folder": REQUIRED, "task_dir_format": "task{}"}
+class IcarlBrain(TeacherBrain):
+    HPARAMS = {"memory_size": REQUIRED}
 
-    teacher = None
-    last_distillation = 0.0  # distillation term of the last training batch (for tests)
     means = None  # [n seen classes, emb_dim] exemplar means of the task being tested
     mean_classes = ()
 
     def begin_task(self, task_id, seen_classes):
         super().begin_task(task_id, seen_classes)
-        self.old_classes = sorted(c for j in range(self.task_id) for c in self.task_classes[j])
         self.new_classes = sorted(self.task_classes[self.task_id])
-        self.teacher = load_frozen_model(self, self.task_id - 1) if self.task_id > 0 else None
-
-    def compute_forward(self, batch, stage):
-        feats, lens, perm, lam = self.mixed_features(batch, stage)
-        logits = self.modules.classifier(self.modules.embedding_model(feats, lens))
-        logits = logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT)
-        self.teacher_logits = None
-        if stage == sb.Stage.TRAIN and self.teacher is not None:
-            with torch.no_grad():
-                self.teacher_logits = self.teacher["classifier"](self.teacher["embedding_model"](feats, lens))
-        return logits, perm, lam
 
     def compute_objectives(self, predictions, batch, stage):
         if stage != sb.Stage.TRAIN:

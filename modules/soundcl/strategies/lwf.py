@@ -41,10 +41,17 @@ def distillation_loss(student_logits, teacher_logits, classes, temperature):
     return F.kl_div(log_p, q, reduction="batchmean")
 
 
-class LwFBrain(SupervisedBrain):
-    HPARAMS = {"lwf_alpha": REQUIRED, "lwf_temperature": REQUIRED, "save_folder": REQUIRED, "task_dir_format": "task{}"}
+class TeacherBrain(SupervisedBrain):
+    """SupervisedBrain that also runs the previous task's frozen model on each training batch.
+
+    ``self.teacher_logits`` [batch, n_classes]: the teacher's logits on the same (mixed)
+    features, None at task 0 and outside training. Shared by LwF and iCaRL.
+    """
+
+    HPARAMS = {"save_folder": REQUIRED, "task_dir_format": "task{}"}
 
     teacher = None  # {"embedding_model", "classifier"} of the previous task, frozen
+    teacher_logits = None
     last_distillation = 0.0  # distillation term of the last training batch (for tests)
 
     def begin_task(self, task_id, seen_classes):
@@ -61,6 +68,10 @@ class LwFBrain(SupervisedBrain):
             with torch.no_grad():
                 self.teacher_logits = self.teacher["classifier"](self.teacher["embedding_model"](feats, lens))
         return logits, perm, lam
+
+
+class LwFBrain(TeacherBrain):
+    HPARAMS = {"lwf_alpha": REQUIRED, "lwf_temperature": REQUIRED}
 
     def compute_objectives(self, predictions, batch, stage):
         loss = super().compute_objectives(predictions, batch, stage)
