@@ -24,6 +24,13 @@ def test_kd_loss_is_zero_on_the_teachers_logits_and_scales_with_t_squared():
     assert float(distill.kd_loss(student, teacher, 1.0, perm, 0.3)) == pytest.approx(float(expected), rel=1e-5)
 
 
+def test_a_sit_teacher_gives_its_last_stages_logits():
+    assert distill.teacher_class_offset({"n_classes": 10}, 10) == 0
+    assert distill.teacher_class_offset({"n_classes": 23, "stage_n_classes": [13, 10]}, 10) == 13
+    with pytest.raises(ValueError, match="same classes"):
+        distill.teacher_class_offset({"n_classes": 23, "stage_n_classes": [13, 10]}, 13)
+
+
 def test_teacher_logits_are_computed_once_and_cached(tmp_path, monkeypatch):
     rows = [{"ID": f"clip{i}", "class_idx": i % 3} for i in range(6)]
     teacher_dir = tmp_path / "teacher_run"

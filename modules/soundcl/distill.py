@@ -3,7 +3,7 @@
 The teacher is either
 
 - a soundcl run's output folder (``hyperparams.yaml`` + ``save/``), e.g. a PaSST
-  ``sit_train`` or a ``sup_train`` run on the same data set and class indices:
+  ``sit_train`` run (its last stage's classes) or a ``sup_train`` run on the same classes:
   its final model of the last task scores every clip once, with its OWN front
   end and audio pipeline (sample rate, features), on the whole clip, in eval mode;
 - or a file of stored logits: ``torch.save({clip ID: logits [n_classes]})``.
@@ -95,6 +95,26 @@ def load_teacher_run(folder):
     return hparams, modules
 
 
+def teacher_class_offset(teacher_hparams, n_classes, folder=""):
+    """Index of the teacher's logit for the student's class 0.
+
+    0 when both have ``n_classes``; for a SIT teacher (``stage_n_classes``, e.g. CochlScene 13 +
+    TAU 2022 10) whose last stage has the student's class count, that stage's first index (its
+    classes in their order). Anything else is an error.
+    """
+    n_teacher = int(teacher_hparams["n_classes"])
+    stages = teacher_hparams.get("stage_n_classes")
+    if n_teacher == int(n_classes):
+        return 0
+    if stages and int(stages[-1]) == int(n_classes):
+        offset = sum(int(n) for n in stages[:-1])
+        logger.info("teacher %s: SIT run, its last stage's logits %d..%d are the student's classes", folder,
+                    offset, offset + int(n_classes) - 1)
+        return offset
+    raise ValueError(f"teacher {folder!r} has n_classes={n_teacher} (stages {stages}), the student {n_classes}: "
+                     f"distillation needs the same classes")
+
+
 @torch.no_grad()
 def run_teacher(folder, rows, n_classes, batch_size=16):
     """{clip ID: logits [n_classes]} of the teacher run in ``folder`` on whole clips of ``rows``."""
@@ -103,15 +123,13 @@ def run_teacher(folder, rows, n_classes, batch_size=16):
     from soundcl.audio import make_dataset
 
     hparams, modules = load_teacher_run(folder)
-    if int(hparams["n_classes"]) != int(n_classes):
-        raise ValueError(f"teacher {folder!r} has n_classes={hparams['n_classes']}, the student {n_classes}: "
-                         f"distillation needs the same class indices")
+    first = teacher_class_offset(hparams, n_classes, folder)
     loader = make_dataloader(make_dataset(rows, hparams["audio"], train=False), batch_size=batch_size)
     logits = {}
     for batch in loader:
         wavs, lens = batch.sig
         feats = modules.mean_var_norm(modules.compute_features(wavs), lens)
-        out = modules.classifier(modules.embedding_model(feats, lens))
+        out = modules.classifier(modules.embedding_model(feats, lens))[:, first : first + int(n_classes)]
         logits.update({clip_id: row.float().clone() for clip_id, row in zip(batch.id, out)})
     logger.info("teacher %s scored %d clips", folder, len(logits))
     return logits
