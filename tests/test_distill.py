@@ -64,8 +64,6 @@ def test_dsmn_recipe_distills_quantizes_aware_and_exports_int8_onnx(tmp_path, sy
     beside float32 and PTQ; the int8 ONNX model agrees with PyTorch's int8 model; the run's own
     folder works as a teacher (its final logits)."""
     pytest.importorskip("onnxruntime")
-    import export
-
     from soundcl.data import synthetic
 
     # The run's manifests (its prepare, on the same clips), to write the teacher's logits file.
@@ -103,7 +101,7 @@ def test_dsmn_recipe_distills_quantizes_aware_and_exports_int8_onnx(tmp_path, sy
 
     # This 3-epoch student has small logit margins (near ties flip between int8 schemes): 0.9 here;
     # the trained synthetic DSMN agrees on 100 % of the test clips (docs/ondevice.md), the default 0.99.
-    check = export.main([str(out), "--format=onnx_int8", "--min_agreement=0.9"])
+    check = run_recipe("export", [str(out), "--format=onnx_int8", "--min_agreement=0.9"])
     assert check["ok"] and check["onnx_int8_torch_int8_agreement"] >= 0.9 and check["n_clips"] == 80
     assert (out / "model_int8.onnx").is_file() and check["min_agreement"] == 0.9
     assert check["onnx_int8_initializer_bytes"]["int8"] < 0.5 * check["onnx_fp32_initializer_bytes"]["float"]
