@@ -15,6 +15,7 @@ float32, PTQ int8, QAT int8 (and the teacher's) test accuracy: quantized.json.
 import sys
 
 import speechbrain as sb
+from speechbrain.utils.distributed import run_on_main
 
 from soundcl import distill, ondevice, recipe
 from soundcl.memory import NoMemory
@@ -46,10 +47,11 @@ def main(argv):
     brain = SceneBrain(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts)
     teacher_accuracy = None
     if hparams["teacher"]:
-        brain.teacher_logits = distill.teacher_logits(hparams["teacher"], train_rows, hparams["n_classes"],
-                                                      hparams["save_folder"])
-        teacher_accuracy = distill.teacher_accuracy(hparams["teacher"], test_rows, hparams["n_classes"],
-                                                    hparams["save_folder"])
+        args = {"teacher": hparams["teacher"], "n_classes": hparams["n_classes"], "save_folder": hparams["save_folder"]}
+        # The main process scores the clips once and writes the cache; every process then reads it.
+        run_on_main(distill.cache_teacher_logits, kwargs={**args, "train_rows": train_rows, "test_rows": test_rows})
+        brain.teacher_logits = distill.teacher_logits(rows=train_rows, **args)
+        teacher_accuracy = distill.teacher_accuracy(test_rows=test_rows, **args)
     loop = TaskLoop(brain, task_rows, task_data=CurrentTaskWithMemory(), memory=NoMemory(), hparams=hparams)
     results = loop.run()
 

@@ -180,3 +180,10 @@ def teacher_accuracy(teacher, test_rows, n_classes, save_folder):
         stored = torch.load(teacher, map_location="cpu", weights_only=True)
         return accuracy(stored, test_rows)
     return accuracy(teacher_logits(teacher, test_rows, n_classes, save_folder), test_rows)
+
+
+def cache_teacher_logits(teacher, train_rows, test_rows, n_classes, save_folder):
+    """Fill the cache: the training clips' logits, and the test clips' when the teacher is a run."""
+    teacher_logits(teacher, train_rows, n_classes, save_folder)
+    if os.path.isdir(str(teacher)):
+        teacher_logits(teacher, test_rows, n_classes, save_folder)

@@ -35,6 +35,8 @@ HPARAMS = {
 
 
 def check_hparams(hparams):
+    if hparams["qat"] and not hparams["quantize"]:
+        raise ValueError("qat=True needs quantize=True (QAT runs with the int8 evaluation after training)")
     if hparams["qat"] and (int(hparams["qat_epochs"]) < 1 or float(hparams["qat_lr"]) <= 0):
         raise ValueError(f"qat=True needs qat_epochs >= 1 and qat_lr > 0 (got {hparams['qat_epochs']}, "
                          f"{hparams['qat_lr']})")
