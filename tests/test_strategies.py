@@ -261,7 +261,8 @@ def _rotation(i):
     return f"hparams/{dataset}/{yaml_name}.yaml"
 
 
-@pytest.mark.parametrize("hparams_rel", [f"hparams/{d}/{y}.yaml" for d in DATASETS for y in ("sup_train", "replay_train")])
+@pytest.mark.parametrize("hparams_rel",
+                         [f"hparams/{d}/{y}.yaml" for d in DATASETS for y in ("sup_train", "replay_train")])
 def test_every_sup_and_replay_yaml_has_every_strategys_keys(hparams_rel):
     import os
 
