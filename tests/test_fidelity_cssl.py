@@ -85,9 +85,16 @@ def test_published_yaml_defaults_are_the_originals(rel, expected):
     assert _tag(fbank) == "!new:speechbrain.lobes.features.Fbank"
     assert (fbank["n_mels"], fbank["n_fft"], fbank["win_length"], fbank["hop_length"], fbank["f_min"]) == (80, 400, 25, 10, 0)
     assert (hp["mean_var_norm"]["norm_type"], hp["mean_var_norm"]["std_norm"]) == ("sentence", False)
-    encoder = hp["embedding_model"]
-    assert (encoder["embedding_head"], encoder["block_norm_type"]) == ("pool", "bn")
     recipe = rel.split("/")[1]
+    encoder = hp["embedding_model"]
+    if recipe in ("simclr_train", "simsiam_train", "linclf_train", "knn_eval"):
+        # cssl_sound's simclr / simsiam YAMLs use ECAPA-TDNN; its evaluation YAMLs CNN14.
+        kind = "ecapa" if recipe in ("simclr_train", "simsiam_train") else "cnn14"
+        assert _tag(encoder) == "!apply:soundcl.models.encoders.build_encoder" and hp["encoder"] == kind
+        assert hp["ecapa_channels"] == [1024, 1024, 1024, 1024, 3072]
+        assert (encoder["embedding_head"], encoder["emb_norm_type"]) == ("pool", "bn")
+    else:
+        assert (encoder["embedding_head"], encoder["block_norm_type"]) == ("pool", "bn")
     if recipe in ("linclf_train", "knn_eval"):
         return
     assert {k: hp["augmentation"][k] for k in TF_AUGMENTATION} == TF_AUGMENTATION
@@ -143,21 +150,27 @@ def _yaml_modules(rel, output_base):
 
     overrides = {"data_folder": "/nowhere", "output_base": str(output_base),
                  "encoder_channels": [4, 8], "emb_dim": 16, "n_mels": 16}
+    if not rel.endswith("supclr_train"):
+        overrides["ecapa_channels"] = [8, 8, 8, 8, 24]
     with open(os.path.join(REPO_ROOT, "hparams", f"{rel}.yaml"), encoding="utf-8") as fin:
         return load_hyperpyyaml(fin, overrides)
 
 
 @pytest.mark.parametrize("rel", ["us8k/simclr_train", "us8k/supclr_train", "us8k/simsiam_train"])
 def test_ssl_heads_are_projector_ending_in_batchnorm_then_predictor(rel, tmp_path):
+    from soundcl.models.encoders import EcapaEncoder
+
     hp = _yaml_modules(rel, tmp_path)
     projector, predictor = hp["modules"]["projector"], hp["modules"]["predictor"]
     assert isinstance(projector.net[-1], nn.BatchNorm1d)
     assert [type(m) for m in projector.net] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d]
     assert [type(m) for m in predictor.net] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
     assert predictor.net[0].out_features == 16 // 4 and predictor.net[0].bias is None
-    # The encoder's embedding is the pooled output of its last conv block.
     encoder = hp["modules"]["embedding_model"]
-    assert encoder.embedding_head == "pool" and encoder.blocks[-1].conv2.out_channels == 16
+    if rel.endswith("supclr_train"):  # CNN14: the embedding is the pooled output of its last conv block
+        assert encoder.embedding_head == "pool" and encoder.blocks[-1].conv2.out_channels == 16
+    else:  # ECAPA-TDNN, as cssl_sound's simclr / simsiam YAMLs
+        assert isinstance(encoder, EcapaEncoder) and encoder.emb_dim == 16
 
 
 def _fake_brain(two_view_forward="separate", use_predictor=True, **modules):

@@ -30,6 +30,7 @@ CHOICES = {
     "valid_replay": ("fraction", "count"),
     "sup_loss_views": ("first", "both"),
     "encoder_checkpoint": ("last", "final"),
+    "encoder": ("cnn14", "ecapa"),
     # soundcl.strategies.STRATEGIES (recipes/sup_train.py)
     "strategy": ("finetune_or_replay", "joint", "joint_incremental", "lwf", "ewc", "er_ace", "derpp", "gdumb", "icarl"),
 }

@@ -221,6 +221,29 @@ class EcapaEncoder(nn.Module):
         return self.norm(self.ecapa(feats, lens).squeeze(1))
 
 
+#: Encoders :func:`build_encoder` makes (YAML key ``encoder``).
+ENCODER_KINDS = ("cnn14", "ecapa")
+
+
+def build_encoder(kind, n_mels, emb_dim, cnn_channels=(64, 128, 256, 512, 1024), emb_norm_type="bn",
+                  embedding_head="pool", dropout=0.2, ecapa_channels=(1024, 1024, 1024, 1024, 3072),
+                  ecapa_kernel_sizes=(5, 3, 3, 3, 1), ecapa_dilations=(1, 2, 3, 4, 1), ecapa_attention_channels=128):
+    """The encoder named by ``kind``: [batch, time, n_mels] -> [batch, emb_dim].
+
+    ``cnn14``: :class:`CNNEncoder` (``cnn_channels``, ``embedding_head``,
+    ``emb_norm_type`` inside the blocks); ``ecapa``: :class:`EcapaEncoder` with
+    the configuration of cssl_sound's simclr / simsiam YAMLs (channels
+    1024 x 4 + 3072, kernels 5,3,3,3,1, dilations 1,2,3,4,1, attention 128).
+    """
+    if kind == "cnn14":
+        return CNNEncoder(n_mels, tuple(cnn_channels), emb_dim, emb_norm_type, dropout,
+                          embedding_head=embedding_head, block_norm_type=emb_norm_type)
+    if kind == "ecapa":
+        return EcapaEncoder(n_mels, emb_dim, channels=list(ecapa_channels), kernel_sizes=list(ecapa_kernel_sizes),
+                            dilations=list(ecapa_dilations), attention_channels=ecapa_attention_channels)
+    raise ValueError(f"unknown encoder {kind!r}: expected one of {', '.join(ENCODER_KINDS)}")
+
+
 class Classifier(nn.Module):
     """Linear head over all ``n_classes`` of the data set.
 
