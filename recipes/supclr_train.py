@@ -43,7 +43,7 @@ def main(argv):
     loop = TaskLoop(
         brain,
         task_rows,
-        task_data=CurrentTaskWithMemory(),
+        task_data=CurrentTaskWithMemory.from_hparams(hparams),
         memory=PerTaskRandom.from_hparams(hparams),
         hparams=hparams,
     )

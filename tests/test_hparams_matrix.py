@@ -62,6 +62,7 @@ TINY_VALUES = {
     "emb_dim": "32",
     "n_mels": "32",
     "bcresnet_c": "1",  # BC-ResNet width (emb_dim 32 = 32 * c)
+    "ecapa_channels": "[8,8,8,8,24]",  # ECAPA-TDNN (simclr / simsiam): 8-wide blocks, 3 x 8 aggregated
     "task_classes": json.dumps(TASK_CLASSES).replace(" ", ""),
     "n_tasks": str(len(TASK_CLASSES)),
     "train_folds": "[1,2]",  # fold-based sets (UrbanSound8K layout): 2 of the 8 training folds

@@ -67,7 +67,7 @@ def test_seen_and_full_select_exactly_the_expected_clips():
 
 def test_subset_and_buffer_keep_the_same_class_balanced_clips_of_each_task():
     loop = _fake_loop()
-    subset = LinearEvalSets("subset", num_keep=4)
+    subset = LinearEvalSets("subset", num_keep=4, selection="class_balanced")
     per_task = {}
     for k in range(3):
         train = _ids(subset.select(k, [], *_policy_args(loop)).train)
@@ -79,15 +79,15 @@ def test_subset_and_buffer_keep_the_same_class_balanced_clips_of_each_task():
             assert per_task.setdefault(j, kept) == kept
     # The buffer: every clip of the current task, the subset clips of the earlier ones.
     for k in range(3):
-        buffer = _ids(LinearEvalSets("buffer", num_keep=4).select(k, [], *_policy_args(loop)).train)
+        buffer = _ids(LinearEvalSets("buffer", num_keep=4, selection="class_balanced").select(k, [], *_policy_args(loop)).train)
         expected = _task_ids(loop, "train", [k]) + [i for j in range(k) for i in per_task[j]]
         assert buffer == sorted(expected)
     # A pure function of (seed, task): another seed keeps other clips.
     assert _ids(subset.select(0, [], *_policy_args(_fake_loop(seed=8))).train) != per_task[0]
     # An odd budget: quotas differ by one; a budget over a class's size takes it all.
-    odd = _ids(LinearEvalSets("subset", num_keep=3).select(0, [], *_policy_args(loop)).train)
+    odd = _ids(LinearEvalSets("subset", num_keep=3, selection="class_balanced").select(0, [], *_policy_args(loop)).train)
     assert sorted(sum(i.split("-")[2] == c for i in odd) for c in ("c0", "c1")) == [1, 2]
-    assert len(_ids(LinearEvalSets("subset", num_keep=11).select(0, [], *_policy_args(loop)).train)) == 11
+    assert len(_ids(LinearEvalSets("subset", num_keep=11, selection="class_balanced").select(0, [], *_policy_args(loop)).train)) == 11
     with pytest.raises(ValueError, match="linclf_train_type"):
         LinearEvalSets("seen_and_more", "all")
 

@@ -98,7 +98,8 @@ def ssl_runs(tmp_path_factory, synth_data_folder):
     runs = {"simclr": _run(RecordingSimCLR, "simclr", base, synth_data_folder)}
     runs["simclr_lrs"] = list(RecordingSimCLR.lrs)
     runs["simsiam"] = _run(SimSiam, "simsiam", base, synth_data_folder)
-    runs["supclr"] = _run(SupCLR, "supclr", base, synth_data_folder, "--use_mixup=True")
+    # ssl_weight 1: the published default (0) trains the classifier only; here both losses run.
+    runs["supclr"] = _run(SupCLR, "supclr", base, synth_data_folder, "--use_mixup=True", "--ssl_weight=1.0")
     return base, runs
 
 

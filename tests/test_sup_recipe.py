@@ -125,7 +125,7 @@ def test_us8k_hparams_run_on_an_urbansound8k_layout_folder(tmp_path, synth_data_
         "sup_train",
         recipe_argv(
             "hparams/us8k/sup_train.yaml", str(tmp_path), synth_data_folder,
-            "--number_of_epochs=1", "--task_classes=[[3,8],[9,4]]", "--train_duration=1.0",
+            "--number_of_epochs=1", "--warmup_epochs=0", "--task_classes=[[3,8],[9,4]]", "--train_duration=1.0",
             "--train_dataloader_opts={batch_size: 16, shuffle: True, num_workers: 0}",
             "--eval_dataloader_opts={batch_size: 16, num_workers: 0}",
         ),

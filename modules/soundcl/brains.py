@@ -9,6 +9,7 @@ import speechbrain as sb
 from soundcl.contract import REQUIRED
 from soundcl.continual import ContinualBrain
 from soundcl.losses import mixup_cross_entropy
+from soundcl.schedulers import WarmupCosineLR
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ class ContinualFeatureBrain(ContinualBrain):
         # > 0: re-estimate the encoder's BatchNorm statistics on this many training clips
         # before every validation ("precise BN"); 0: never.
         "recalibrate_bn_clips": 0,
+        # True: augment the filterbanks before mean_var_norm (cssl_sound's prepare_features);
+        # False: after it. The default keeps the recipes that predate the key unchanged.
+        "augment_before_norm": False,
     }
 
     def __init__(self, *args, **kwargs):
@@ -56,8 +60,11 @@ class ContinualFeatureBrain(ContinualBrain):
     def compute_feats(self, wavs, lens, stage, augment=True):
         """wavs [batch, samples], lens [batch] -> feats [batch, frames, n_mels]."""
         feats = self.modules.compute_features(wavs)
+        augment = augment and stage == sb.Stage.TRAIN and self.hparams.augmentation is not None
+        if augment and self.hparams.augment_before_norm:
+            feats = self.hparams.augmentation(feats)
         feats = self.modules.mean_var_norm(feats, lens, epoch=self.hparams.epoch_counter.current)
-        if augment and stage == sb.Stage.TRAIN and self.hparams.augmentation is not None:
+        if augment and not self.hparams.augment_before_norm:
             feats = self.hparams.augmentation(feats)
         return feats
 
@@ -110,8 +117,27 @@ class ClassifierStages:
     (``perm=None`` without mixup).
     """
 
+    # lr_annealing: a SpeechBrain annealing called once per epoch (after validation), or a
+    # soundcl.schedulers.WarmupCosineLR, then stepped before every update (cssl_sound's schedule).
     HPARAMS = {"lr_annealing": REQUIRED, "train_logger": REQUIRED}
     train_stats = None  # statistics of the last training epoch
+    current_lr = float("nan")  # per-batch schedules: learning rate of the last update
+
+    @property
+    def lr_per_batch(self):
+        """Whether ``lr_annealing`` is a per-update schedule (:class:`soundcl.schedulers.WarmupCosineLR`)."""
+        return isinstance(self.hparams.lr_annealing, WarmupCosineLR)
+
+    def make_dataloader(self, dataset, stage, *args, **kwargs):
+        loader = super().make_dataloader(dataset, stage, *args, **kwargs)
+        if stage == sb.Stage.TRAIN:
+            self.steps_per_epoch = len(loader)  # the per-batch schedule's length comes from the task's data
+        return loader
+
+    def on_fit_batch_start(self, batch, should_step):
+        if should_step and self.lr_per_batch:
+            self.current_lr = self.hparams.lr_annealing(self.optimizer, self.steps_per_epoch)
+        return super().on_fit_batch_start(batch, should_step)
 
     def set_learning_rate(self, lr):
         """Apply the annealed learning rate (subclasses with parameter groups scale theirs)."""
@@ -133,8 +159,11 @@ class ClassifierStages:
         stats["acc"] = self.stage_accuracy()
         self.last_stage_stats = stats
         if stage == sb.Stage.VALID:
-            old_lr, new_lr = self.hparams.lr_annealing(epoch)
-            self.set_learning_rate(new_lr)
+            if self.lr_per_batch:
+                old_lr = self.current_lr
+            else:
+                old_lr, new_lr = self.hparams.lr_annealing(epoch)
+                self.set_learning_rate(new_lr)
             self.hparams.train_logger.log_stats(
                 stats_meta={"task": self.task_id, "epoch": epoch, "lr": old_lr},
                 train_stats=self.train_stats,
@@ -152,7 +181,14 @@ class SupervisedBrain(ClassifierStages, ContinualFeatureBrain):
     (:class:`soundcl.task_data.CurrentTaskWithMemory`).
     """
 
-    HPARAMS = {"use_mixup": REQUIRED, "mixup_alpha": REQUIRED}
+    HPARAMS = {
+        "use_mixup": REQUIRED,
+        "mixup_alpha": REQUIRED,
+        # True: classes not seen yet get UNSEEN_LOGIT (the recipes that predate the key);
+        # False: softmax over all n_classes (cssl_sound's sup_train). Strategies with their own
+        # masking (lwf, er_ace, derpp, icarl, ewc) keep it.
+        "mask_unseen_classes": True,
+    }
 
     def mixed_features(self, batch, stage):
         """Features [batch, frames, n_mels] (in training, mixed up), lens, and the mixup info."""
@@ -170,8 +206,9 @@ class SupervisedBrain(ClassifierStages, ContinualFeatureBrain):
         return self.modules.embedding_model(feats, lens), perm, lam
 
     def compute_forward(self, batch, stage):
-        """Returns logits [batch, n_classes] with unseen classes masked, and mixup info."""
+        """Returns logits [batch, n_classes] (unseen classes masked with ``mask_unseen_classes``), and mixup info."""
         emb, perm, lam = self.mixed_embeddings(batch, stage)
         logits = self.modules.classifier(emb)
-        logits = logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT)
+        if self.hparams.mask_unseen_classes:
+            logits = logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT)
         return logits, perm, lam

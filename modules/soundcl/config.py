@@ -25,6 +25,12 @@ CHOICES = {
     "precision": ("fp32", "fp16", "bf16"),
     "on_bad_audio": ("error", "skip"),
     "knn_rule": ("exp", "vote"),
+    "two_view_forward": ("separate", "joint"),
+    "embedding_head": ("pool", "fc"),
+    "valid_replay": ("fraction", "count"),
+    "sup_loss_views": ("first", "both"),
+    "encoder_checkpoint": ("last", "final"),
+    "encoder": ("cnn14", "ecapa"),
     # soundcl.strategies.STRATEGIES (recipes/sup_train.py)
     "strategy": ("finetune_or_replay", "joint", "joint_incremental", "lwf", "ewc", "er_ace", "derpp", "gdumb", "icarl"),
 }

@@ -3,6 +3,13 @@
 Any recipe that trains an encoder task by task leaves
 ``<encoder_output>/save/task{k}/CKPT+final/`` with ``embedding_model`` and
 ``normalizer`` files; ``ssl_checkpoints_dir`` names that ``save`` folder.
+
+Which checkpoint of task ``k`` (``encoder_checkpoint``): ``last``, the most
+recent one, i.e. the last epoch's (cssl_sound's linclf_train.py /
+knn_eval.py recover the newest checkpoint of the task folder): ``CKPT+final``
+when it is the last epoch's (self-supervised runs always), else ``CKPT+last``
+(kept by runs with ``keep_last_checkpoint: True``); ``final``, the task's
+final (best-validation) checkpoint.
 """
 import os
 import re
@@ -11,7 +18,10 @@ import torch
 from speechbrain.processing.features import InputNormalization
 
 from soundcl.checkpoints import SafeCheckpointer
-from soundcl.task_loop import FINAL_CKPT_NAME
+from soundcl.task_loop import FINAL_CKPT_NAME, LAST_CKPT_NAME
+
+#: Values of ``encoder_checkpoint``.
+ENCODER_CHECKPOINTS = ("last", "final")
 
 
 def encoder_tasks_found(checkpoints_dir):
@@ -45,7 +55,12 @@ def check_state_dict_shapes(module, path, name):
 
 
 def load_final_encoder(checkpoints_dir, task_id, recoverables):
-    """Load the ``CKPT+final`` of ``<checkpoints_dir>/task{task_id}`` into ``recoverables``.
+    """Load the ``CKPT+final`` of ``<checkpoints_dir>/task{task_id}`` into ``recoverables``."""
+    return load_encoder(checkpoints_dir, task_id, recoverables, which="final")
+
+
+def load_encoder(checkpoints_dir, task_id, recoverables, which="last"):
+    """Load the ``which`` checkpoint of ``<checkpoints_dir>/task{task_id}`` into ``recoverables``.
 
     Arguments
     ---------
@@ -53,11 +68,15 @@ def load_final_encoder(checkpoints_dir, task_id, recoverables):
         The ``save`` folder of the encoder's run.
     task_id : int
     recoverables : dict name -> object (``embedding_model``, ``normalizer``)
+    which : str
+        ``last`` (the last epoch's weights) or ``final`` (see the module docstring).
 
     Returns
     -------
     The SpeechBrain ``Checkpoint`` loaded.
     """
+    if which not in ENCODER_CHECKPOINTS:
+        raise ValueError(f"encoder_checkpoint must be one of {', '.join(ENCODER_CHECKPOINTS)}, got {which!r}")
     folder = os.path.join(checkpoints_dir, f"task{task_id}")
     if not os.path.isdir(folder):
         found = encoder_tasks_found(checkpoints_dir)
@@ -67,11 +86,22 @@ def load_final_encoder(checkpoints_dir, task_id, recoverables):
             f"(ssl_checkpoints_dir must be the save/ folder of an encoder run with every task finished)"
         )
     checkpointer = SafeCheckpointer(folder, recoverables=recoverables)
-    ckpt = checkpointer.find_checkpoint(ckpt_predicate=lambda c: c.meta.get(FINAL_CKPT_NAME))
-    if ckpt is None:
+    final = checkpointer.find_checkpoint(ckpt_predicate=lambda c: c.meta.get(FINAL_CKPT_NAME))
+    if final is None:
         raise FileNotFoundError(
             f"{folder} holds no final checkpoint (CKPT+final): task {task_id} of the encoder run is not finished"
         )
+    ckpt = final
+    if which == "last" and not final.meta.get(LAST_CKPT_NAME):
+        ckpt = checkpointer.find_checkpoint(
+            ckpt_predicate=lambda c: c.meta.get(LAST_CKPT_NAME) and not c.meta.get(FINAL_CKPT_NAME)
+        )
+        if ckpt is None:
+            raise FileNotFoundError(
+                f"{folder}: encoder_checkpoint=last asks for the last epoch's encoder, but CKPT+final is not the "
+                f"last epoch's and there is no CKPT+last (train the encoder with --keep_last_checkpoint=True, "
+                f"or evaluate its final checkpoint with --encoder_checkpoint=final)"
+            )
     for name, obj in recoverables.items():
         if name not in ckpt.paramfiles:
             raise FileNotFoundError(

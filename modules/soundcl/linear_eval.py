@@ -38,7 +38,7 @@ from soundcl.brains import UNSEEN_LOGIT, ClassifierStages
 from soundcl.memory import _parse_num_keep
 from soundcl.embedding_cache import EMBEDDINGS_FILE, EMBEDDINGS_VERSION, EmbeddingCache, file_stamp
 from soundcl.knn import knn_scores
-from soundcl.encoder_checkpoints import encoder_tasks_found, load_final_encoder
+from soundcl.encoder_checkpoints import encoder_tasks_found, load_encoder
 from soundcl.continual import ContinualBrain
 from soundcl.contract import REQUIRED
 from soundcl.randomness import derive_seed
@@ -47,9 +47,24 @@ from soundcl.task_data import TaskData
 logger = logging.getLogger(__name__)
 
 TRAIN_TYPES = ("seen", "subset", "buffer", "full")
+#: How the clips kept of each task are drawn (``subset_selection``).
+SUBSET_SELECTIONS = ("random", "class_balanced")
+#: Protocols whose training clips are sampled class-balanced (cssl_sound's class_balanced_dataio_prep).
+BALANCED_SAMPLING_TYPES = ("subset", "buffer")
 
 
 # ====================================================================== data
+def random_subset(rows, num_keep, rng):
+    """``num_keep`` clip ids of ``rows`` drawn uniformly (cssl_sound's ``rng.choice``); sorted.
+
+    ``num_keep`` None: all.
+    """
+    ids = sorted(row["ID"] for row in rows)
+    if num_keep is None or num_keep >= len(ids):
+        return ids
+    return sorted(rng.choice(ids, size=num_keep, replace=False).tolist())
+
+
 def class_balanced_subset(rows, num_keep, rng):
     """``num_keep`` clip ids of ``rows``, spread as evenly as possible over their classes.
 
@@ -94,12 +109,14 @@ class LinearEvalSets:
     train_type : str
         ``seen``: all training clips of tasks ``0..k``;
         ``subset``: ``num_keep`` clips per task of tasks ``0..k``;
-        ``buffer``: all clips of task ``k`` plus ``num_keep`` per earlier task
-        (the Brain samples it class-balanced);
+        ``buffer``: all clips of task ``k`` plus ``num_keep`` per earlier task;
+        (the Brain samples ``subset`` and ``buffer`` training clips class-balanced, as cssl_sound)
         ``full``: all training clips of all tasks, tested on all tasks.
     num_keep : int or ``'all'``
-        Clips kept per task for ``subset`` / ``buffer`` (class-balanced within
-        the task, the same clips at every later task).
+        Clips kept per task for ``subset`` / ``buffer`` (the same clips at every later task).
+    selection : str
+        How those clips are drawn: ``random`` (uniformly, cssl_sound's) or
+        ``class_balanced`` (as evenly as possible over the task's classes).
     with_valid : bool
         Validation clips (of the tasks trained on) to select the best epoch;
         False for training-free evaluation.
@@ -108,23 +125,29 @@ class LinearEvalSets:
     HPARAMS = {
         "linclf_train_type": REQUIRED,  # seen, subset, buffer or full
         "replay_num_keep": REQUIRED,  # clips kept per task by subset / buffer; all = every clip
+        "subset_selection": REQUIRED,  # random (cssl_sound) or class_balanced
     }
 
     @classmethod
     def from_hparams(cls, hparams, with_valid):
-        return cls(hparams["linclf_train_type"], hparams["replay_num_keep"], with_valid=with_valid)
+        return cls(hparams["linclf_train_type"], hparams["replay_num_keep"], with_valid=with_valid,
+                   selection=hparams["subset_selection"])
 
-    def __init__(self, train_type, num_keep, with_valid=True):
+    def __init__(self, train_type, num_keep, with_valid=True, selection="random"):
         if train_type not in TRAIN_TYPES:
             raise ValueError(f"unknown linclf_train_type {train_type!r}: expected one of {', '.join(TRAIN_TYPES)}")
+        if selection not in SUBSET_SELECTIONS:
+            raise ValueError(f"unknown subset_selection {selection!r}: expected one of {', '.join(SUBSET_SELECTIONS)}")
         self.train_type = train_type
         self.num_keep = _parse_num_keep(num_keep)
         self.with_valid = with_valid
+        self.selection = selection
 
     def subset_ids(self, j, task_rows, seed):
         """The ``num_keep`` clips kept of task ``j`` (a pure function of seed and task)."""
         rng = np.random.RandomState(derive_seed(seed, j, "linclf-subset"))
-        return class_balanced_subset(task_rows["train"][j], self.num_keep, rng)
+        draw = random_subset if self.selection == "random" else class_balanced_subset
+        return draw(task_rows["train"][j], self.num_keep, rng)
 
     def train_ids(self, k, task_rows, seed):
         """Ids of the training clips of task ``k``, in a deterministic order."""
@@ -147,7 +170,7 @@ class LinearEvalSets:
 
     def __repr__(self):
         keep = "all" if self.num_keep is None else self.num_keep
-        return f"LinearEvalSets(train_type={self.train_type!r}, num_keep={keep})"
+        return f"LinearEvalSets(train_type={self.train_type!r}, num_keep={keep}, selection={self.selection!r})"
 
 
 # ===================================================================== brains
@@ -170,6 +193,10 @@ class LinearEvalBrain(ClassifierStages, ContinualBrain):
         "cache_embeddings": REQUIRED,  # False: re-encode every batch of every epoch
         "reinit_classifier": REQUIRED,  # a fresh classifier per task
         "eval_dataloader_opts": REQUIRED,  # also the batches of the embedding pass
+        # False: argmax over all n_classes (cssl_sound); True: over the classes trained on.
+        "mask_unseen_classes": REQUIRED,
+        # last: the most recent (last-epoch) encoder of each task (cssl_sound); final: its CKPT+final.
+        "encoder_checkpoint": REQUIRED,
     }
 
     def __init__(self, *args, **kwargs):
@@ -195,10 +222,11 @@ class LinearEvalBrain(ClassifierStages, ContinualBrain):
                 f"{os.path.join(root, f'task{missing[0]}')}; tasks found in {root}: {found if found else 'none'} "
                 f"({n_tasks} tasks in task_classes)"
             )
-        self.encoder_ckpt = load_final_encoder(
+        self.encoder_ckpt = load_encoder(
             root,
             task_id,
             {"embedding_model": self.hparams.embedding_model, "normalizer": self.hparams.mean_var_norm},
+            which=self.hparams.encoder_checkpoint,
         )
         for module in self.front_end:
             if isinstance(module, torch.nn.Module):
@@ -315,9 +343,10 @@ class LinearEvalBrain(ClassifierStages, ContinualBrain):
         return self.encode(wavs, lens)
 
     def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
-        if stage == sb.Stage.TRAIN and self.hparams.linclf_train_type == "buffer":
-            # Class-balanced sampling: the current task has all its clips, the
-            # buffer few of each earlier class.
+        if stage == sb.Stage.TRAIN and self.hparams.linclf_train_type in BALANCED_SAMPLING_TYPES:
+            # Class-balanced sampling (a class uniformly, then one of its clips, with
+            # replacement: cssl_sound's class_balanced_dataio_prep): in buffer the
+            # current task has all its clips, the buffer few of each earlier class.
             labels = [int(dataset.data[i]["class_idx"]) for i in dataset.data_ids]
             counts = np.bincount(labels)
             weights = [1.0 / counts[c] for c in labels]
@@ -331,10 +360,12 @@ class LinearEvalBrain(ClassifierStages, ContinualBrain):
 
     # ------------------------------------------------------------- training
     def compute_forward(self, batch, stage):
-        """Logits [batch, n_classes], classes not trained on masked."""
+        """Logits [batch, n_classes]; with ``mask_unseen_classes``, classes not trained on masked."""
         batch = batch.to(self.device)
         logits = self.modules.classifier(self.batch_embeddings(batch))
-        return logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT), None, 1.0
+        if self.hparams.mask_unseen_classes:
+            logits = logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT)
+        return logits, None, 1.0
 
 
 class KnnEvalBrain(LinearEvalBrain):
@@ -350,6 +381,7 @@ class KnnEvalBrain(LinearEvalBrain):
         "knn_rule": REQUIRED,  # exp: votes weighted by exp(cos / knn_temperature) (cssl_sound's); vote: majority
         "knn_temperature": REQUIRED,
         "reinit_classifier": False,  # no classifier
+        "mask_unseen_classes": False,  # the bank holds only the classes trained on
         "lr_annealing": None,  # no training
         "train_logger": None,
     }

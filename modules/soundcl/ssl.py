@@ -3,8 +3,19 @@
 Every Brain here sees two views of each clip: two independent training crops
 (``sig`` and ``sig_view1`` from :func:`soundcl.audio.make_dataset` with
 ``n_views=2``), each turned into filterbanks and augmented independently by the
-YAML's ``augmentation`` (:class:`soundcl.augment.TimeFreqAugment`). The two
-views go through the encoder and heads as one batch of ``2B`` examples.
+YAML's ``augmentation`` (:class:`soundcl.augment.TimeFreqAugment`).
+
+``two_view_forward`` says how the views meet the BatchNorm layers:
+``separate`` (the research code's, zhepeiw/cssl_sound ``*_train.py``: the
+encoder and the heads run once per view, so each view is a batch of ``B``
+with its own batch statistics) or ``joint`` (one batch of ``2B``: one pass,
+statistics shared by both views).
+
+Heads (as the research code): SimCLR and SupCLR compute NT-Xent on
+``predictor(projector(h))`` (``use_predictor: False`` drops the predictor);
+SimSiam predicts one view's projection from the other. With
+``constant_predictor_lr`` the predictor keeps ``base_lr`` while the rest
+follows the warm-up + cosine schedule (all three original recipes do).
 
 Checkpoints and model selection: there is no classifier accuracy to select an
 epoch with, so each epoch's checkpoint carries its epoch number and
@@ -34,6 +45,9 @@ from soundcl.contract import REQUIRED
 from soundcl.losses import embedding_spread, mixup_cross_entropy, nt_xent, simsiam_loss
 
 logger = logging.getLogger(__name__)
+
+#: How the two views go through the BatchNorm layers (``two_view_forward``).
+TWO_VIEW_FORWARDS = ("separate", "joint")
 
 
 def two_view_mixup(feats, alpha):
@@ -80,6 +94,11 @@ class SSLBrain(ContinualFeatureBrain):
         "train_logger": REQUIRED,
         "knn_k": REQUIRED,  # neighbours of the kNN test (row k of the matrix)
         "knn_temperature": REQUIRED,
+        # separate: each view is its own batch of B through encoder and heads (cssl_sound);
+        # joint: both views as one batch of 2B (shared BatchNorm statistics).
+        "two_view_forward": REQUIRED,
+        # True: the predictor (if any) keeps base_lr, no schedule (cssl_sound, SimSiam paper Sec. 4.1).
+        "constant_predictor_lr": REQUIRED,
     }
 
     n_train_views = 2
@@ -94,6 +113,32 @@ class SSLBrain(ContinualFeatureBrain):
             # The schedule's length comes from the current task's data.
             self.steps_per_epoch = len(loader)
         return loader
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.hparams.two_view_forward not in TWO_VIEW_FORWARDS:
+            raise ValueError(
+                f"two_view_forward must be one of {', '.join(TWO_VIEW_FORWARDS)}, got {self.hparams.two_view_forward!r}"
+            )
+
+    def parameter_groups(self):
+        """The predictor in its own ``fixed_lr`` group when ``constant_predictor_lr`` (and there is one)."""
+        if not self.hparams.constant_predictor_lr or "predictor" not in self.modules:
+            return super().parameter_groups()
+        fixed = [p for p in self.modules["predictor"].parameters() if p.requires_grad]
+        fixed_ids = {id(p) for p in fixed}
+        rest = [p for p in self.modules.parameters() if p.requires_grad and id(p) not in fixed_ids]
+        return [{"params": rest}, {"params": fixed, "fixed_lr": True}]
+
+    def per_view(self, module, x):
+        """Apply ``module`` to [2B, ...] (view 1 rows, then view 2 rows) as ``two_view_forward`` says.
+
+        ``separate``: once per view (BatchNorm statistics of each view's B rows); ``joint``: once on all 2B.
+        """
+        if self.hparams.two_view_forward == "joint":
+            return module(x)
+        first, second = x.chunk(2)
+        return torch.cat([module(first), module(second)])
 
     def fit(self, epoch_counter, train_set, valid_set=None, *args, **kwargs):
         self.has_valid_set = valid_set is not None
@@ -117,8 +162,11 @@ class SSLBrain(ContinualFeatureBrain):
         if stage == sb.Stage.TRAIN:
             wavs2, lens2 = batch.sig_view1
             both_lens = torch.cat([lens, lens2])
-            # One pass for both crops: one normaliser update, per-example augmentation.
-            feats = self.compute_feats(torch.cat([wavs, wavs2]), both_lens, stage)
+            if self.hparams.two_view_forward == "joint":
+                # One pass for both crops: one normaliser update, per-example augmentation.
+                feats = self.compute_feats(torch.cat([wavs, wavs2]), both_lens, stage)
+            else:  # one feature pass per view, as the original's prepare_features(x1), (x2)
+                feats = torch.cat([self.compute_feats(wavs, lens, stage), self.compute_feats(wavs2, lens2, stage)])
         else:
             feats = self.compute_feats(wavs, lens, stage)
             augmentation = self.hparams.augmentation
@@ -127,7 +175,15 @@ class SSLBrain(ContinualFeatureBrain):
         perm, lam = None, 1.0
         if stage == sb.Stage.TRAIN and self.hparams.use_mixup:
             feats, perm, lam = two_view_mixup(feats, self.hparams.mixup_alpha)
-        return self.modules.embedding_model(feats, both_lens), both_lens, perm, lam
+        if self.hparams.two_view_forward == "joint":
+            emb = self.modules.embedding_model(feats, both_lens)
+        else:
+            half = feats.shape[0] // 2
+            emb = torch.cat([
+                self.modules.embedding_model(feats[:half], both_lens[:half]),
+                self.modules.embedding_model(feats[half:], both_lens[half:]),
+            ])
+        return emb, both_lens, perm, lam
 
     def compute_forward(self, batch, stage):
         emb, _, perm, lam = self.two_view_embeddings(batch, stage)
@@ -222,15 +278,31 @@ class SSLBrain(ContinualFeatureBrain):
 
 
 class SimCLR(SSLBrain):
-    """SimCLR: NT-Xent (temperature ``tau``) between the projections of the two views.
+    """SimCLR: NT-Xent (temperature ``tau``) between the outputs of the two views.
 
-    Modules: ``embedding_model``, ``projector``.
+    The outputs are ``predictor(projector(h))`` as in the research code
+    (cssl_sound ``simclr_train.py`` / ``supclr_train.py``), or
+    ``projector(h)`` with ``use_predictor: False``.
+
+    Modules: ``embedding_model``, ``projector``, ``predictor`` (with ``use_predictor``).
     """
 
-    HPARAMS = {"tau": REQUIRED}
+    HPARAMS = {
+        "tau": REQUIRED,
+        # True: NT-Xent on predictor(projector(h)) (cssl_sound); False: on projector(h).
+        "use_predictor": REQUIRED,
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.hparams.use_predictor and "predictor" not in self.modules:
+            raise ValueError(f"use_predictor is True but the YAML's modules have no predictor (modules: {sorted(self.modules)})")
 
     def heads(self, emb):
-        z1, z2 = self.modules.projector(emb).chunk(2)
+        z = self.per_view(self.modules.projector, emb)
+        if self.hparams.use_predictor:
+            z = self.per_view(self.modules.predictor, z)
+        z1, z2 = z.chunk(2)
         return {"z1": z1, "z2": z2}
 
     def ssl_objectives(self, outputs, batch, stage):
@@ -245,21 +317,9 @@ class SimSiam(SSLBrain):
     Modules: ``embedding_model``, ``projector``, ``predictor``.
     """
 
-    # True: the predictor keeps its initial learning rate (SimSiam paper, Sec. 4.1).
-    HPARAMS = {"constant_predictor_lr": REQUIRED}
-
-    def parameter_groups(self):
-        """The predictor in its own ``fixed_lr`` group when ``constant_predictor_lr``."""
-        if not self.hparams.constant_predictor_lr:
-            return super().parameter_groups()
-        fixed = [p for p in self.modules["predictor"].parameters() if p.requires_grad]
-        fixed_ids = {id(p) for p in fixed}
-        rest = [p for p in self.modules.parameters() if p.requires_grad and id(p) not in fixed_ids]
-        return [{"params": rest}, {"params": fixed, "fixed_lr": True}]
-
     def heads(self, emb):
-        z = self.modules.projector(emb)
-        p = self.modules.predictor(z)
+        z = self.per_view(self.modules.projector, emb)
+        p = self.per_view(self.modules.predictor, z)
         z1, z2 = z.chunk(2)
         p1, p2 = p.chunk(2)
         return {"z1": z1, "z2": z2, "p1": p1, "p2": p2}
@@ -270,18 +330,37 @@ class SimSiam(SSLBrain):
 
 
 class SupCLR(SimCLR):
-    """``sup_weight`` x cross-entropy (seen classes, mixup targets) + ``ssl_weight`` x NT-Xent.
+    """``sup_weight`` x cross-entropy (mixup targets) + ``ssl_weight`` x NT-Xent.
 
-    ``--ssl_weight=1 --sup_weight=0`` is pure SimCLR. Modules: ``embedding_model``,
-    ``projector``, ``classifier``.
+    ``--ssl_weight=1 --sup_weight=0`` is pure SimCLR. As the research code
+    (cssl_sound ``supclr_train.py``), by default the cross-entropy is over all
+    ``n_classes`` (``mask_unseen_classes: False``) and on view 1 only
+    (``sup_loss_views: first``); ``mask_unseen_classes: True`` restricts it
+    to the classes seen so far, ``sup_loss_views: both`` averages it over the
+    two views. Modules: ``embedding_model``, ``projector``, ``predictor``,
+    ``classifier``.
     """
 
-    HPARAMS = {"sup_weight": REQUIRED, "ssl_weight": REQUIRED}
+    HPARAMS = {
+        "sup_weight": REQUIRED,
+        "ssl_weight": REQUIRED,
+        # False: softmax over all n_classes (cssl_sound); True: classes of tasks 0..k only.
+        "mask_unseen_classes": REQUIRED,
+        # first: cross-entropy of view 1 (cssl_sound); both: mean of the two views'.
+        "sup_loss_views": REQUIRED,
+    }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.hparams.sup_loss_views not in ("first", "both"):
+            raise ValueError(f"sup_loss_views must be first or both, got {self.hparams.sup_loss_views!r}")
 
     def heads(self, emb):
         outputs = super().heads(emb)
         logits = self.modules.classifier(emb)
-        outputs["logits"] = logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT)
+        if self.hparams.mask_unseen_classes:
+            logits = logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT)
+        outputs["logits"] = logits
         return outputs
 
     def ssl_objectives(self, outputs, batch, stage):
@@ -289,7 +368,9 @@ class SupCLR(SimCLR):
         targets = torch.as_tensor(batch.class_idx, dtype=torch.long, device=outputs["logits"].device)
         logits1, logits2 = outputs["logits"].float().chunk(2)
         perm, lam = outputs["perm"], outputs["lam"]
-        sup = 0.5 * (mixup_cross_entropy(logits1, targets, perm, lam) + mixup_cross_entropy(logits2, targets, perm, lam))
+        sup = mixup_cross_entropy(logits1, targets, perm, lam)
+        if self.hparams.sup_loss_views == "both":
+            sup = 0.5 * (sup + mixup_cross_entropy(logits2, targets, perm, lam))
         if stage != sb.Stage.TRAIN:
             self.record_predictions(logits1.detach(), targets)  # view 1 is the clean clip outside training
         parts["sup"] = sup.detach()

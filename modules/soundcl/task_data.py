@@ -32,16 +32,35 @@ class TaskData:
         self.test = dict(test)
 
 
+#: How many validation clips of each earlier task join task ``k``'s validation (``valid_replay``).
+VALID_REPLAY_RULES = ("fraction", "count")
+
+
 class CurrentTaskWithMemory:
     """The current task plus the replay memory.
 
     Training: the clips of task ``k`` and of the memory. Validation: task ``k``'s
-    validation clips plus, for each earlier task, the same fraction of its
+    validation clips plus, for each earlier task ``j``, random validation
+    clips of ``j`` (``valid_replay``): ``count`` keeps as many as the memory
+    holds training clips of ``j`` (``replay_num_keep`` for the per-task
+    replay; the research code's sup_train.py, which keeps ``replay_num_keep``
+    validation clips per task); ``fraction`` keeps the same fraction of ``j``'s
     validation clips as the memory holds of its training clips. Test: tasks
     ``0..k``.
     """
 
-    HPARAMS = {}
+    # fraction (default of the recipes that predate the key) or count (cssl_sound).
+    HPARAMS = {"valid_replay": "fraction"}
+    valid_replay = "fraction"
+
+    @classmethod
+    def from_hparams(cls, hparams):
+        return cls(valid_replay=hparams["valid_replay"])
+
+    def __init__(self, valid_replay="fraction"):
+        if valid_replay not in VALID_REPLAY_RULES:
+            raise ValueError(f"valid_replay must be one of {', '.join(VALID_REPLAY_RULES)}, got {valid_replay!r}")
+        self.valid_replay = valid_replay
 
     def select(self, k, memory_ids, task_rows, seed):
         """TaskData of task ``k``; ``task_rows`` is ``{"train"|"valid"|"test": [rows of task j]}``."""
@@ -49,18 +68,22 @@ class CurrentTaskWithMemory:
         rows_by_id.update({row["ID"]: row for j in range(k) for row in task_rows["valid"][j]})
         rng = np.random.RandomState(derive_seed(seed, k, "valid-replay"))
         train = list(task_rows["train"][k]) + [rows_by_id[i] for i in memory_ids]
-        valid_ids = replayed_validation_ids(k, memory_ids, task_rows, rng)
+        valid_ids = replayed_validation_ids(k, memory_ids, task_rows, rng, rule=self.valid_replay)
         valid = list(task_rows["valid"][k]) + [rows_by_id[i] for i in valid_ids]
         tests = list(range(k + 1))
         return TaskData(train, valid, tests, {j: task_rows["test"][j] for j in tests})
 
     def __repr__(self):
-        return "CurrentTaskWithMemory()"
+        return f"CurrentTaskWithMemory(valid_replay={self.valid_replay!r})"
 
 
-def replayed_validation_ids(k, memory_ids, task_rows, rng):
-    """For each task before ``k``, the same fraction of its validation clips as
-    the memory holds of its training clips (sorted ids per task)."""
+def replayed_validation_ids(k, memory_ids, task_rows, rng, rule="fraction"):
+    """For each task ``j`` before ``k``, random validation clips of ``j`` (sorted ids per task).
+
+    ``rule="fraction"``: the same fraction of its validation clips as the
+    memory holds of its training clips; ``rule="count"``: as many validation
+    clips as the memory holds training clips of ``j`` (at most all of them).
+    """
     memory = set(memory_ids)
     kept = []
     for j in range(k):
@@ -68,8 +91,11 @@ def replayed_validation_ids(k, memory_ids, task_rows, rng):
         valid_ids = [r["ID"] for r in task_rows["valid"][j]]
         if not train_ids or not valid_ids:
             continue
-        fraction = sum(i in memory for i in train_ids) / len(train_ids)
-        n_keep = int(math.ceil(fraction * len(valid_ids)))
+        in_memory = sum(i in memory for i in train_ids)
+        if rule == "count":
+            n_keep = min(in_memory, len(valid_ids))
+        else:
+            n_keep = int(math.ceil(in_memory / len(train_ids) * len(valid_ids)))
         if n_keep:
             kept.extend(sorted(rng.choice(valid_ids, size=n_keep, replace=False).tolist()))
     return kept

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 TASK_STATE_FILE = "task_state.json"
 FINAL_CKPT_NAME = "final"
+#: Meta flag (and name) of the last epoch's checkpoint kept besides the final one (``keep_last_checkpoint``).
+LAST_CKPT_NAME = "last"
 
 
 class TaskLoop:
@@ -77,6 +79,9 @@ class TaskLoop:
         "task_classes": REQUIRED,
         "stop_after_task": None,
         "task_dir_format": "task{}",
+        # True: when the best checkpoint is not the last epoch's, keep the last one too as
+        # CKPT+last (linear evaluation of the most recent encoder, as cssl_sound's linclf_train.py).
+        "keep_last_checkpoint": False,
     }
 
     def __init__(self, brain, task_rows, task_data, memory, hparams):
@@ -91,6 +96,7 @@ class TaskLoop:
         self.train_loader_kwargs = dict(hparams["train_dataloader_opts"])
         self.eval_loader_kwargs = dict(hparams["eval_dataloader_opts"])
         self.stop_after_task = hparams["stop_after_task"]
+        self.keep_last_checkpoint = bool(hparams.get("keep_last_checkpoint", False))
         self.task_dir_format = hparams["task_dir_format"]
         self.task_classes = hparams["task_classes"] or [
             sorted({int(r["class_idx"]) for r in rows}) for rows in task_rows["train"]
@@ -125,24 +131,46 @@ class TaskLoop:
             raise FileNotFoundError(f"task {k} is marked finished but {self.task_dir(k)} holds no final checkpoint")
 
     def _keep_best_as_final(self, checkpointer):
-        """Recover the best checkpoint of the task and keep it alone as ``CKPT+final``."""
+        """Recover the best checkpoint of the task and keep it alone as ``CKPT+final``.
+
+        With ``keep_last_checkpoint``, the last epoch's checkpoint, when it is not
+        the best, stays too as ``CKPT+last`` (meta ``last: True``); the final one
+        has ``last: True`` when it is the last epoch's.
+        """
         final = checkpointer.find_checkpoint(ckpt_predicate=lambda c: c.meta.get(FINAL_CKPT_NAME))
         if final is not None:
             checkpointer.load_checkpoint(final)
-            return final.meta
+            return {k: v for k, v in final.meta.items() if k != LAST_CKPT_NAME}
         key, direction = self.brain.best_key
         kwargs = {"max_key": key} if direction == "max" else {"min_key": key}
-        ckpt = checkpointer.recover_if_possible(ckpt_predicate=lambda c: key in c.meta, **kwargs)
-        ckpt = ckpt or checkpointer.recover_if_possible()
+        latest = checkpointer.find_checkpoint(ckpt_predicate=lambda c: not c.meta.get(LAST_CKPT_NAME))
+        if latest is not None and self.keep_last_checkpoint and not checkpointer.find_checkpoint(
+            ckpt_predicate=lambda c: c.meta.get(LAST_CKPT_NAME)
+        ):
+            best = checkpointer.find_checkpoint(ckpt_predicate=lambda c: key in c.meta, **kwargs)
+            if best is not None and best.path != latest.path:
+                checkpointer.load_checkpoint(latest)
+                checkpointer.save_checkpoint(meta={**latest.meta, LAST_CKPT_NAME: True}, name=LAST_CKPT_NAME,
+                                             verbosity=logging.DEBUG)
+        ckpt = checkpointer.recover_if_possible(
+            ckpt_predicate=lambda c: key in c.meta and not c.meta.get(LAST_CKPT_NAME), **kwargs
+        )
+        ckpt = ckpt or checkpointer.recover_if_possible(ckpt_predicate=lambda c: not c.meta.get(LAST_CKPT_NAME))
         meta = dict(ckpt.meta) if ckpt is not None else {}
         meta[FINAL_CKPT_NAME] = True
+        # The final weights are those of the last epoch too: an encoder evaluation
+        # asking for the most recent checkpoint finds them here.
+        meta[LAST_CKPT_NAME] = ckpt is not None and latest is not None and ckpt.path == latest.path
         # Written before the others are deleted: a kill in between leaves the
         # final one plus leftovers, never nothing. Both calls synchronise DDP
         # processes themselves: call them on all.
         checkpointer.save_checkpoint(meta=meta, name=FINAL_CKPT_NAME, verbosity=logging.DEBUG)
         checkpointer.delete_checkpoints(
-            num_to_keep=0, ckpt_predicate=lambda c: not c.meta.get(FINAL_CKPT_NAME), verbosity=logging.DEBUG
+            num_to_keep=0,
+            ckpt_predicate=lambda c: not c.meta.get(FINAL_CKPT_NAME) and not c.meta.get(LAST_CKPT_NAME),
+            verbosity=logging.DEBUG,
         )
+        meta.pop(LAST_CKPT_NAME)
         return meta
 
     # ------------------------------------------------------------------- run

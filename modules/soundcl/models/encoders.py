@@ -55,18 +55,33 @@ class _VectorInstanceNorm(nn.Module):
         return (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-5)
 
 
+def make_norm2d(norm_type, channels):
+    """Normalisation of a [batch, channels, H, W] map, as the original CNN14 (cssl_sound ``models/pann.py``).
+
+    ``bn``: BatchNorm2d; ``in``: InstanceNorm2d (affine, running statistics);
+    ``ln``: GroupNorm with one group (layer norm over channels x H x W).
+    """
+    if norm_type == "bn":
+        return nn.BatchNorm2d(channels)
+    if norm_type == "in":
+        return nn.InstanceNorm2d(channels, affine=True, track_running_stats=True)
+    if norm_type == "ln":
+        return nn.GroupNorm(1, channels)
+    raise ValueError(f"unknown emb_norm_type {norm_type!r} for the CNN blocks: expected bn, in or ln")
+
+
 class ConvBlock(nn.Module):
-    """Two 3x3 conv + batch-norm + ReLU layers, then 2x2 average pooling.
+    """Two 3x3 conv + norm + ReLU layers, then 2x2 average pooling.
 
     Input and output: [batch, channels, time, freq].
     """
 
-    def __init__(self, in_channels, out_channels, pool=(2, 2)):
+    def __init__(self, in_channels, out_channels, pool=(2, 2), norm_type="bn"):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn1 = make_norm2d(norm_type, out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.bn2 = make_norm2d(norm_type, out_channels)
         self.pool = pool
 
     def forward(self, x):
@@ -77,56 +92,105 @@ class ConvBlock(nn.Module):
         return x
 
 
-class CNNEncoder(nn.Module):
-    """A stack of :class:`ConvBlock` s, frequency averaged, time pooled, projected.
+#: What the CNN puts on its pooled conv output (``embedding_head``).
+EMBEDDING_HEADS = ("pool", "fc")
 
-    With ``channels=(64, 128, 256, 512, 1024, 2048)`` this is PANN CNN14
-    (Kong et al. 2020) as used by the published continual-SSL recipes; with
-    ``channels=(16, 32)`` it is a tiny CPU model for tests and the demo.
+
+class CNNEncoder(nn.Module):
+    """A stack of :class:`ConvBlock` s, frequency averaged, time pooled (mean + max).
+
+    Two embeddings (``embedding_head``):
+
+    * ``pool`` - PANN CNN14 as the continual-SSL research code has it
+      (zhepeiw/cssl_sound ``models/pann.py``): the blocks ``channels`` then
+      one embedding block of ``emb_dim`` channels (no pooling), dropout after
+      every block, and the embedding is the raw mean + max pool of that last
+      block: no linear layer. ``block_norm_type`` is the normalisation of the
+      input (per mel bin) and of every conv block; conv weights are Xavier
+      initialised. With ``channels=(64, 128, 256, 512, 1024)`` and
+      ``emb_dim=2048`` this is the original's CNN14.
+    * ``fc`` - soundcl's earlier encoder: the blocks ``channels`` (no pooling
+      after the sixth), then dropout, ``Linear(channels[-1], emb_dim)``, ReLU
+      and ``emb_norm_type`` on the embedding.
+
+    Padding frames (SpeechBrain relative ``lens``) are left out of the time
+    pooling in both, so an embedding does not depend on its batch-mates.
 
     Arguments
     ---------
     n_mels : int
         Number of filterbank channels of the input.
     channels : sequence of int
-        Output channels of each block.
+        Output channels of each conv block (``pool``: before the embedding block).
     emb_dim : int
         Embedding size.
     emb_norm_type : str
-        ``bn``, ``in``, ``ln`` or ``none`` on the embedding.
+        ``fc`` only: ``bn``, ``in``, ``ln`` or ``none`` on the embedding.
     dropout : float
-        Dropout before the projection.
+    embedding_head : str
+        ``pool`` or ``fc`` (see above).
+    block_norm_type : str
+        ``bn``, ``in`` or ``ln`` in the input normalisation and the conv blocks.
     """
 
-    def __init__(self, n_mels=64, channels=(16, 32, 64), emb_dim=128, emb_norm_type="bn", dropout=0.2):
+    def __init__(self, n_mels=64, channels=(16, 32, 64), emb_dim=128, emb_norm_type="bn", dropout=0.2,
+                 embedding_head="fc", block_norm_type="bn"):
         super().__init__()
-        self.input_bn = nn.BatchNorm2d(n_mels)
+        if embedding_head not in EMBEDDING_HEADS:
+            raise ValueError(f"unknown embedding_head {embedding_head!r}: expected one of {', '.join(EMBEDDING_HEADS)}")
+        self.embedding_head = embedding_head
+        self.input_bn = make_norm2d(block_norm_type, n_mels)
         blocks, in_ch = [], 1
-        for i, out_ch in enumerate(channels):
-            last = i == len(channels) - 1
-            blocks.append(ConvBlock(in_ch, out_ch, pool=(1, 1) if last and len(channels) > 5 else (2, 2)))
+        if embedding_head == "pool":
+            widths = list(channels) + [emb_dim]
+            pools = [(2, 2)] * len(channels) + [(1, 1)]
+        else:
+            widths = list(channels)
+            pools = [(1, 1) if i == len(widths) - 1 and len(widths) > 5 else (2, 2) for i in range(len(widths))]
+        for out_ch, pool in zip(widths, pools):
+            blocks.append(ConvBlock(in_ch, out_ch, pool=pool, norm_type=block_norm_type))
             in_ch = out_ch
         self.blocks = nn.ModuleList(blocks)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(in_ch, emb_dim)
-        self.norm = make_norm(emb_norm_type, emb_dim)
+        if embedding_head == "fc":
+            self.fc = nn.Linear(in_ch, emb_dim)
+            self.norm = make_norm(emb_norm_type, emb_dim)
+        else:
+            self._init_like_pann()
         self.emb_dim = emb_dim
+
+    def _init_like_pann(self):
+        """Xavier-uniform conv weights, unit-scale / zero-shift norms (the original's init_layer / init_bn)."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.xavier_uniform_(module.weight)
+            elif isinstance(module, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)) and module.weight is not None:
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def forward(self, feats, lens=None):
         """feats [batch, time, n_mels], lens [batch] -> embeddings [batch, emb_dim]."""
         x = feats.unsqueeze(1)  # [B, 1, T, F]
-        x = self.input_bn(x.transpose(1, 3)).transpose(1, 3)  # per-mel batch norm
+        x = self.input_bn(x.transpose(1, 3)).transpose(1, 3)  # per-mel normalisation
         for block in self.blocks:
-            x = self.dropout(block(x)) if block is not self.blocks[-1] else block(x)
+            x = block(x)
+            if self.embedding_head == "pool" or block is not self.blocks[-1]:
+                x = self.dropout(x)
         x = x.mean(dim=3)  # [B, C, T']
         x = masked_mean_max_pool(x, lens)
+        if self.embedding_head == "pool":
+            return x
         x = F.relu(self.fc(self.dropout(x)))
         return self.norm(x)
 
 
-def Cnn14(n_mels=64, emb_dim=2048, emb_norm_type="bn", dropout=0.2):
-    """PANN CNN14 encoder (six double-conv blocks, 64 ... 2048 channels)."""
-    return CNNEncoder(n_mels, (64, 128, 256, 512, 1024, 2048), emb_dim, emb_norm_type, dropout)
+def Cnn14(n_mels=64, emb_dim=2048, emb_norm_type="bn", dropout=0.2, embedding_head="fc", block_norm_type="bn"):
+    """PANN CNN14 encoder: six double-conv blocks, 64 ... 1024 then ``emb_dim`` (``pool``) or 2048 + FC (``fc``)."""
+    if embedding_head == "pool":
+        return CNNEncoder(n_mels, (64, 128, 256, 512, 1024), emb_dim, dropout=dropout,
+                          embedding_head="pool", block_norm_type=block_norm_type)
+    return CNNEncoder(n_mels, (64, 128, 256, 512, 1024, 2048), emb_dim, emb_norm_type, dropout,
+                      embedding_head="fc", block_norm_type=block_norm_type)
 
 
 class EcapaEncoder(nn.Module):
@@ -155,6 +219,29 @@ class EcapaEncoder(nn.Module):
     def forward(self, feats, lens=None):
         """feats [batch, time, n_mels], lens [batch] -> embeddings [batch, emb_dim]."""
         return self.norm(self.ecapa(feats, lens).squeeze(1))
+
+
+#: Encoders :func:`build_encoder` makes (YAML key ``encoder``).
+ENCODER_KINDS = ("cnn14", "ecapa")
+
+
+def build_encoder(kind, n_mels, emb_dim, cnn_channels=(64, 128, 256, 512, 1024), emb_norm_type="bn",
+                  embedding_head="pool", dropout=0.2, ecapa_channels=(1024, 1024, 1024, 1024, 3072),
+                  ecapa_kernel_sizes=(5, 3, 3, 3, 1), ecapa_dilations=(1, 2, 3, 4, 1), ecapa_attention_channels=128):
+    """The encoder named by ``kind``: [batch, time, n_mels] -> [batch, emb_dim].
+
+    ``cnn14``: :class:`CNNEncoder` (``cnn_channels``, ``embedding_head``,
+    ``emb_norm_type`` inside the blocks); ``ecapa``: :class:`EcapaEncoder` with
+    the configuration of cssl_sound's simclr / simsiam YAMLs (channels
+    1024 x 4 + 3072, kernels 5,3,3,3,1, dilations 1,2,3,4,1, attention 128).
+    """
+    if kind == "cnn14":
+        return CNNEncoder(n_mels, tuple(cnn_channels), emb_dim, emb_norm_type, dropout,
+                          embedding_head=embedding_head, block_norm_type=emb_norm_type)
+    if kind == "ecapa":
+        return EcapaEncoder(n_mels, emb_dim, channels=list(ecapa_channels), kernel_sizes=list(ecapa_kernel_sizes),
+                            dilations=list(ecapa_dilations), attention_channels=ecapa_attention_channels)
+    raise ValueError(f"unknown encoder {kind!r}: expected one of {', '.join(ENCODER_KINDS)}")
 
 
 class Classifier(nn.Module):

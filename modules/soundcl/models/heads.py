@@ -1,10 +1,16 @@
 """Heads put on an encoder for self-supervised training.
 
 * :class:`Projector` - the MLP that maps embeddings to the space where the
-  SSL loss is computed (SimCLR, SimSiam);
+  SSL loss is computed (SimCLR, SimSiam, SupCLR);
 * :class:`Predictor` - SimSiam's bottleneck MLP.
 
-Both take and return [batch, dim] tensors.
+Both take and return [batch, dim] tensors. The continual-SSL research code
+(zhepeiw/cssl_sound, ``models/modules.py``) puts the same pair on top of the
+encoder in SimCLR, SimSiam and SupCLR alike: its ``SimSiamProjector`` is
+``Linear -> norm -> ReLU -> Linear -> norm`` (:func:`cssl_projector`) and its
+``SimSiamPredictor`` is ``Linear(no bias) -> norm -> ReLU -> Linear`` with a
+``dim // 4`` bottleneck (:func:`cssl_predictor`); the SimCLR / SupCLR loss is
+computed on ``predictor(projector(h))``.
 """
 import torch.nn as nn
 
@@ -12,7 +18,9 @@ from soundcl.models.encoders import make_norm
 
 
 class Projector(nn.Module):
-    """MLP ``Linear -> norm -> ReLU`` x (n_layers - 1), then ``Linear -> output norm``.
+    """MLP ``Linear -> norm -> ReLU`` x (n_layers - 1), then ``Linear`` (``-> norm`` with ``output_norm``).
+
+    Hidden linear layers keep their bias, as in the original's projector.
 
     Arguments
     ---------
@@ -25,7 +33,7 @@ class Projector(nn.Module):
     norm_type : str
         ``bn``, ``ln`` or ``none`` after each hidden layer (``proj_norm_type``).
     output_norm : bool
-        Normalise the output too (SimSiam puts a batch norm there).
+        Normalise the output too (the original's projector ends with a batch norm).
     """
 
     def __init__(self, in_dim, hidden_dim, out_dim, n_layers=2, norm_type="bn", output_norm=False):
@@ -36,7 +44,7 @@ class Projector(nn.Module):
             raise ValueError(f"unknown proj_norm_type {norm_type!r}: expected bn, ln or none")
         layers, dim = [], in_dim
         for _ in range(n_layers - 1):
-            layers += [nn.Linear(dim, hidden_dim, bias=norm_type in ("none", None)), make_norm(norm_type, hidden_dim), nn.ReLU(inplace=True)]
+            layers += [nn.Linear(dim, hidden_dim), make_norm(norm_type, hidden_dim), nn.ReLU(inplace=True)]
             dim = hidden_dim
         layers.append(nn.Linear(dim, out_dim))
         if output_norm:
@@ -74,3 +82,16 @@ class Predictor(nn.Module):
     def forward(self, z):
         """z [batch, dim] -> predictions [batch, dim]."""
         return self.net(z)
+
+
+def cssl_projector(in_dim, hidden_dim, out_dim, norm_type="bn"):
+    """The original's projector (``SimSiamProjector``): ``Linear -> norm -> ReLU -> Linear -> norm``.
+
+    [batch, in_dim] -> [batch, out_dim]; the output norm is what the SSL loss (or the predictor) sees.
+    """
+    return Projector(in_dim, hidden_dim, out_dim, n_layers=2, norm_type=norm_type, output_norm=True)
+
+
+def cssl_predictor(dim, norm_type="bn"):
+    """The original's predictor (``SimSiamPredictor``): bottleneck ``dim // 4``, [batch, dim] -> [batch, dim]."""
+    return Predictor(dim, max(1, dim // 4), norm_type=norm_type)
