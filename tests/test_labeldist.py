@@ -46,6 +46,11 @@ def test_distils_the_previous_tasks_frozen_model_with_the_originals_kl(tmp_path,
         expected = float((p * (torch.log(p) - torch.log_softmax(student.float() / 2.0, dim=-1))).sum() / len(p))
         assert dist == pytest.approx(expected, rel=1e-4, abs=1e-6)
         assert dist > 0.0
+    # Every recipe's task loop draws the confusion matrix next to test_stats.json.
+    save = tmp_path / "sup_labeldist_replay0" / "1986" / "save"
+    for k in (0, 1):
+        assert (save / f"task{k}" / "test_stats.json").exists()
+        assert (save / f"task{k}" / "confusion_matrix.png").stat().st_size > 1000
     # The teacher of task 1 is task 0's final model, as saved (a resumed run loads the same one).
     saved = torch.load(next((tmp_path / "sup_labeldist_replay0" / "1986" / "save" / "task0").glob("CKPT+final*"))
                        / "embedding_model.ckpt")

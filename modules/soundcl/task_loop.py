@@ -77,6 +77,8 @@ class TaskLoop:
         "task_classes": REQUIRED,
         "stop_after_task": None,
         "task_dir_format": "task{}",
+        # True: save/task<k>/confusion_matrix.png next to test_stats.json (the tested tasks' classes).
+        "confusion_png": True,
     }
 
     def __init__(self, brain, task_rows, task_data, memory, hparams):
@@ -92,6 +94,7 @@ class TaskLoop:
         self.eval_loader_kwargs = dict(hparams["eval_dataloader_opts"])
         self.stop_after_task = hparams["stop_after_task"]
         self.task_dir_format = hparams["task_dir_format"]
+        self.confusion_png = hparams["confusion_png"]
         self.task_classes = hparams["task_classes"] or [
             sorted({int(r["class_idx"]) for r in rows}) for rows in task_rows["train"]
         ]
@@ -273,6 +276,8 @@ class TaskLoop:
                 "tasks": task_data.test_tasks,
                 "confusion": confusions,
             })
+            if self.confusion_png and confusions:
+                self._plot_confusion(k, task_data, confusions)
         return {
             "task": k,
             "classes": list(self.task_classes[k]),
@@ -285,6 +290,20 @@ class TaskLoop:
             "best_valid": {key: v for key, v in best_meta.items()
                            if isinstance(v, (int, float)) and key != FINAL_CKPT_NAME},
         }
+
+    def _plot_confusion(self, k, task_data, confusions):
+        """``task<k>/confusion_matrix.png``: the confusion summed over the tested tasks, on their classes
+        (and any other class predicted)."""
+        from soundcl.report_plots import plot_confusion_matrix
+
+        total = np.sum(np.asarray(confusions), axis=0)
+        names = {int(r["class_idx"]): str(r.get("label", r["class_idx"]))
+                 for j in task_data.test_tasks for r in task_data.test[j]}
+        classes = sorted(set(names) | set(np.flatnonzero(total.sum(axis=0)).tolist()))
+        labels = [f"{c}: {names[c]}" if c in names else str(c) for c in classes]
+        plot_confusion_matrix(os.path.join(self.task_dir(k), "confusion_matrix.png"),
+                              total[np.ix_(classes, classes)], labels,
+                              f"after task {k}: test sets of tasks {task_data.test_tasks}")
 
     def _write_results(self, matrix, per_task, partial, announce=False):
         if not if_main_process():
