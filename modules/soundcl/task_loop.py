@@ -247,6 +247,7 @@ class TaskLoop:
         brain.prepare_task_data(self.task_dir(k), task_data)
         prepare_time = time.time() - start
 
+        check_training_batches(k, len(task_data.train), self.train_loader_kwargs)
         start = time.time()
         brain.fit(
             brain.hparams.epoch_counter,
@@ -335,6 +336,19 @@ class TaskLoop:
             )
             logger.info("results in %s\n%s", self.output_folder, table)
         return results
+
+
+def check_training_batches(k, n_clips, loader_kwargs):
+    """Stop in one line when task ``k``'s training set gives no batch (``drop_last`` with fewer
+    clips per process than ``batch_size``, e.g. a small one-class task): it would not train at all."""
+    batch_size = int(loader_kwargs.get("batch_size", 1))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if loader_kwargs.get("drop_last") and n_clips // world < batch_size:
+        raise ValueError(
+            f"task {k} has {n_clips} training clips ({n_clips // world} per process), fewer than batch_size="
+            f"{batch_size} with drop_last=True in train_dataloader_opts: no training batch at all; "
+            f"lower batch_size (or give the task more clips)"
+        )
 
 
 class MemoryContext:

@@ -123,8 +123,10 @@ def plot_grid(path, task_maps, n_classes, names):
     n = len(task_maps)
     cols = min(n, 5)
     rows = math.ceil(n / cols)
-    fig = _figure(3.0 * cols + 2.2, 3.0 * rows)
-    fig.subplots_adjust(left=0.02, right=1.0 - 2.2 / (3.0 * cols + 2.2), bottom=0.02, top=0.92, wspace=0.08, hspace=0.2)
+    width, height = 3.0 * cols + 2.2, 3.0 * rows + 0.6
+    fig = _figure(width, height)
+    fig.subplots_adjust(left=0.02, right=1.0 - 2.2 / width, bottom=0.02, top=1.0 - 0.7 / height,
+                        wspace=0.08, hspace=0.25)
     colours = class_colours(n_classes)
     for i, task_map in enumerate(task_maps):
         ax = fig.add_subplot(rows, cols, i + 1)
