@@ -212,7 +212,9 @@ def _tiny_argv(hparams_rel, workspace, output_base, request, extra=()):
             options[key] = _miniature(workspace, name, request)
     options.update({key: value for key, value in TINY_VALUES.items() if key in keys})
     if hparams_rel.endswith("_10task.yaml"):
-        options.update(task_classes=json.dumps(ONE_CLASS_TASKS).replace(" ", ""), n_tasks=str(len(ONE_CLASS_TASKS)))
+        options["task_classes"] = json.dumps(ONE_CLASS_TASKS).replace(" ", "")
+        if "n_tasks" in keys:
+            options["n_tasks"] = str(len(ONE_CLASS_TASKS))
     if dataset == "vgg" and "n_classes" in keys:
         options["n_classes"] = str(VGG_MINIATURE_CLASSES)
     if dataset == "synth" and "clips_per_class_per_fold" in keys:
