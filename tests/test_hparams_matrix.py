@@ -213,6 +213,8 @@ def _tiny_argv(hparams_rel, workspace, output_base, request, extra=()):
     options.update({key: value for key, value in TINY_VALUES.items() if key in keys})
     if hparams_rel.endswith("_10task.yaml"):
         options["task_classes"] = json.dumps(ONE_CLASS_TASKS).replace(" ", "")
+        # A miniature's one-class task holds 2+ training clips: batches of 2 keep drop_last training.
+        options["batch_size"] = "2"
         if "n_tasks" in keys:
             options["n_tasks"] = str(len(ONE_CLASS_TASKS))
     if dataset == "vgg" and "n_classes" in keys:

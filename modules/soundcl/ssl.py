@@ -239,7 +239,12 @@ class SimCLR(SSLBrain):
         return {"z1": z1, "z2": z2}
 
     def ssl_objectives(self, outputs, batch, stage):
-        ssl = nt_xent(outputs["z1"], outputs["z2"], self.hparams.tau)
+        if stage != sb.Stage.TRAIN and outputs["z1"].shape[0] < 2:
+            # The last validation batch may hold one clip (small one-class tasks): NT-Xent has no
+            # negatives there; the validation loss is logged only, so that batch adds 0.
+            ssl = outputs["z1"].sum() * 0.0
+        else:
+            ssl = nt_xent(outputs["z1"], outputs["z2"], self.hparams.tau)
         return ssl, {"ssl": ssl.detach(), "spread": embedding_spread(torch.cat([outputs["z1"], outputs["z2"]]))}
 
 
