@@ -1,6 +1,6 @@
 """Run by tests/test_agem.py under torchrun: supclr_train_agem with a Brain that records, per
-training step from task 1 on, the reference gradient's sum and the parameters' sum after the
-step, into <output_folder>/agem_rank<r>.json."""
+training step from task 1 on, the reference gradient's sum, the parameters' sum after the step and
+(g . g_ref, projected g . g_ref, projected?), into <output_folder>/agem_rank<r>.json."""
 import json
 import os
 import sys
@@ -21,7 +21,8 @@ class RecordingAGEM(SupCLRAGEM):
         super().optimizers_step()
         if reference is not None:
             params = torch.cat([p.detach().reshape(-1) for p in self.agem_parameters()])
-            self.records.append([float(reference.double().sum()), float(params.double().sum())])
+            self.records.append([float(reference.double().sum()), float(params.double().sum()),
+                                 *self.last_projection])
             rank = torch.distributed.get_rank()
             with open(os.path.join(self.hparams.output_folder, f"agem_rank{rank}.json"), "w") as f:
                 json.dump(self.records, f)

@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO_ROOT, recipe_argv, run_recipe
-from soundcl.agem import AGEMTaskData, SupCLRAGEM, project_gradient
+from conftest import REPO_ROOT, recipe_argv
+from soundcl.agem import AGEMMemory, AGEMTaskData, project_gradient
 from soundcl.contract import ConfigError
 
 HPARAMS = "hparams/synth/supclr_train_agem.yaml"
@@ -49,42 +49,21 @@ def test_task_data_trains_on_the_current_task_and_keeps_the_memory_apart():
     assert data.test_tasks == [0, 1]
 
 
-class RecordingAGEM(SupCLRAGEM):
-    projections = []
-
-    def optimizers_step(self):
-        super().optimizers_step()
-        if self.reference_grad is not None:
-            self.projections.append(self.last_projection)
-
-
-def test_every_step_after_task_0_moves_along_the_memory_gradient(tmp_path, synth_data_folder):
-    RecordingAGEM.projections = []
-    argv = _argv(tmp_path, synth_data_folder)
-    results = run_recipe("supclr_train_agem", argv, replace={"SupCLRAGEM": RecordingAGEM})
-    steps = RecordingAGEM.projections
-    assert steps, "no A-GEM step at task 1"
-    for dot, projected_dot, projected in steps:
-        assert projected == (dot < 0)
-        assert projected_dot >= -1e-6 * max(1.0, abs(dot)), steps  # never against the reference
-    assert any(projected for _, _, projected in steps), steps  # the test saw a conflict
-    # Task 1 trains on its own clips only (the memory gives the reference batches).
-    assert results["per_task"][1]["n_train"] == results["per_task"][0]["n_train"]
+def test_mixup_and_an_empty_memory_are_refused():
+    with pytest.raises(ConfigError, match="use_mixup"):
+        AGEMMemory.from_hparams({"use_mixup": True, "replay_num_keep": 8})
+    with pytest.raises(ConfigError, match="replay_num_keep=0"):
+        AGEMMemory.from_hparams({"use_mixup": False, "replay_num_keep": 0})
+    assert AGEMMemory.from_hparams({"use_mixup": False, "replay_num_keep": "all"}).num_keep is None
 
 
-def test_mixup_and_an_empty_memory_are_refused(tmp_path, synth_data_folder):
-    for option in ("--use_mixup=True", "--replay_num_keep=0"):
-        argv = _argv(tmp_path, synth_data_folder, option)
-        with pytest.raises(ConfigError, match=option[2:].split("=")[0]):
-            run_recipe("supclr_train_agem", argv)
-
-
-def test_two_processes_share_reference_gradients_and_weights(tmp_path, synth_data_folder):
-    """torchrun, 2 gloo processes: the reference gradient and the weights after each projected
-    step are the same on both (gradients all-reduced before the projection)."""
+def test_two_processes_project_against_the_shared_reference_gradient(tmp_path, synth_data_folder):
+    """torchrun, 2 gloo processes, task 1 (A-GEM steps): every step moves along the memory gradient
+    (projected when in conflict, never against it), and the reference gradient and the weights
+    after each step are the same on both processes (gradients all-reduced before the projection)."""
     env = dict(os.environ, PYTHONPATH=os.path.join(REPO_ROOT, "modules"), OMP_NUM_THREADS="1")
-    argv = _argv(tmp_path, synth_data_folder, "--batch_size=8", "--distributed_backend=gloo",
-                 "--experiment_name=ddp")
+    argv = _argv(tmp_path, synth_data_folder, "--batch_size=8", "--number_of_epochs=2",
+                 "--distributed_backend=gloo", "--experiment_name=ddp")
     worker = os.path.join(REPO_ROOT, "tests", "agem_ddp_worker.py")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     done = subprocess.run([*torchrun, worker, *argv], env=env, capture_output=True, text=True, timeout=600)
@@ -92,6 +71,10 @@ def test_two_processes_share_reference_gradients_and_weights(tmp_path, synth_dat
     folder = tmp_path / "ddp" / "1986"
     ranks = [json.loads((folder / f"agem_rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] and len(ranks[0]) == len(ranks[1])
-    flat = [[value for step in rank for value in step] for rank in ranks]
+    for _, _, dot, projected_dot, projected in ranks[0]:
+        assert projected == (dot < 0)
+        assert projected_dot >= -1e-6 * max(1.0, abs(dot)), ranks[0]  # never against the reference
+    assert any(step[4] for step in ranks[0]), ranks[0]  # the run met a conflict
+    flat = [[float(value) for step in rank for value in step] for rank in ranks]
     assert flat[0] == pytest.approx(flat[1], rel=1e-6, abs=1e-6)
     assert (folder / "results.json").exists()
