@@ -2,6 +2,7 @@
 """Cosine kNN evaluation of task-wise encoder checkpoints (training-free; seen / subset / buffer / full).
 
     python recipes/knn_eval.py hparams/synth/knn_eval.yaml --ssl_checkpoints_dir=<ENCODER_OUTPUT_FOLDER>/save --knn_k=10
+    python recipes/knn_eval.py hparams/synth/knn_eval_10task.yaml   # 10 tasks of one class (also us8k, tau19)
 
 <ENCODER_OUTPUT_FOLDER> is the output folder of an encoder run (e.g.
 results/synth/sup_train_replay0/1986 after the README's demo). For each task k:

@@ -2,6 +2,7 @@
 """Linear evaluation of task-wise encoder checkpoints (seen / subset / buffer / full).
 
     python recipes/linclf_train.py hparams/synth/linclf_train.yaml --ssl_checkpoints_dir=<ENCODER_OUTPUT_FOLDER>/save --linclf_train_type=seen
+    python recipes/linclf_train.py hparams/synth/linclf_train_10task.yaml   # 10 tasks of one class (also us8k, tau19)
 
 <ENCODER_OUTPUT_FOLDER> is the output folder of an encoder run (e.g.
 results/synth/sup_train_replay0/1986 after the README's demo). For each task k:

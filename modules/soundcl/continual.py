@@ -147,7 +147,17 @@ class ContinualBrain(sb.Brain):
 
     def fit_batch(self, batch):
         self.batch_ids = list(batch.id)
-        return super().fit_batch(batch)
+        try:
+            return super().fit_batch(batch)
+        except ValueError as err:
+            if len(self.batch_ids) == 1 and "Expected more than 1 value per channel" in str(err):
+                # torch's message names neither the batch nor the cure.
+                raise ValueError(
+                    f"task {self.task_id}: a training batch of one clip ({self.batch_ids[0]}) reached a "
+                    f"BatchNorm layer, which needs 2 or more (the last batch of an epoch: training clips % "
+                    f"batch_size == 1): set drop_last: True in train_dataloader_opts or change batch_size"
+                ) from err
+            raise
 
     def check_loss_isfinite(self, loss):
         if not torch.isfinite(loss):

@@ -1,4 +1,5 @@
-"""The PNGs of :mod:`soundcl.report`: A_k per task, final matrices side by side, linear / kNN protocols."""
+"""The PNGs of :mod:`soundcl.report` (A_k per task, final matrices side by side, linear / kNN protocols)
+and the per-task confusion matrix of the task loop."""
 import json
 import math
 
@@ -99,3 +100,43 @@ def plot_protocols(path, experiments):
     fig.tight_layout()
     _save(fig, path)
     return True
+
+
+def plot_confusion_matrix(path, confusion, labels, title):
+    """Confusion counts as a PNG (rows: true class, columns: predicted class; cssl_sound's create_cm_fig).
+
+    Drawn once per task by every recipe, so kept cheap (no pyplot state, fixed margins).
+
+    Arguments
+    ---------
+    path : str, the PNG
+    confusion : numpy array [n, n] of counts
+    labels : list of n class names (tick labels)
+    title : str
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    confusion = np.asarray(confusion)
+    n = confusion.shape[0]
+    side = min(16.0, 3.0 + 0.4 * n)
+    fig = Figure(figsize=(side, side))
+    FigureCanvasAgg(fig)
+    margin = 1.6 / side  # room for the class names
+    fig.subplots_adjust(left=margin, bottom=margin, right=0.97, top=1.0 - 0.5 / side)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(confusion, cmap="Oranges")
+    if n <= 40:  # counts stay readable
+        threshold = confusion.max() / 2.0 if confusion.size else 0
+        for i, j in zip(*np.nonzero(confusion)):
+            ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=7,
+                    color="white" if confusion[i, j] > threshold else "black")
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(labels, rotation=90, fontsize=7)
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=9)
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=80)

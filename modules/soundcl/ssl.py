@@ -43,6 +43,7 @@ from soundcl import metrics
 from soundcl.brains import UNSEEN_LOGIT, ContinualFeatureBrain
 from soundcl.contract import REQUIRED
 from soundcl.losses import embedding_spread, mixup_cross_entropy, nt_xent, simsiam_loss
+from soundcl.strategies.ddp import unwrap as unwrap_ddp  # a second view through the wrapper would re-broadcast BN buffers in place
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class SSLBrain(ContinualFeatureBrain):
         if self.hparams.two_view_forward == "joint":
             return module(x)
         first, second = x.chunk(2)
-        return torch.cat([module(first), module(second)])
+        return torch.cat([module(first), unwrap_ddp(module)(second)])
 
     def fit(self, epoch_counter, train_set, valid_set=None, *args, **kwargs):
         self.has_valid_set = valid_set is not None
@@ -157,6 +158,11 @@ class SSLBrain(ContinualFeatureBrain):
         emb [2 * batch, emb_dim] (view 1 rows, then view 2 rows), lens [2 * batch],
         mixup permutation [batch] or None, mixup weight.
         """
+        feats, both_lens, perm, lam = self.two_view_features(batch, stage)
+        return self.encode_views(feats, both_lens), both_lens, perm, lam
+
+    def two_view_features(self, batch, stage):
+        """Encoder inputs of both views: feats [2 * batch, frames, n_mels], lens, mixup perm, weight."""
         batch = batch.to(self.device)
         wavs, lens = batch.sig
         if stage == sb.Stage.TRAIN:
@@ -175,15 +181,19 @@ class SSLBrain(ContinualFeatureBrain):
         perm, lam = None, 1.0
         if stage == sb.Stage.TRAIN and self.hparams.use_mixup:
             feats, perm, lam = two_view_mixup(feats, self.hparams.mixup_alpha)
+        return feats, both_lens, perm, lam
+
+    def encode_views(self, feats, lens):
+        """feats [2B, frames, n_mels] (view 1 rows, then view 2) -> emb [2B, emb_dim].
+
+        ``two_view_forward: separate`` runs each view as its own batch of B (cssl_sound: its
+        BatchNorm statistics are per view); ``joint`` runs one batch of 2B.
+        """
         if self.hparams.two_view_forward == "joint":
-            emb = self.modules.embedding_model(feats, both_lens)
-        else:
-            half = feats.shape[0] // 2
-            emb = torch.cat([
-                self.modules.embedding_model(feats[:half], both_lens[:half]),
-                self.modules.embedding_model(feats[half:], both_lens[half:]),
-            ])
-        return emb, both_lens, perm, lam
+            return self.modules.embedding_model(feats, lens)
+        half = feats.shape[0] // 2
+        encoder = self.modules.embedding_model
+        return torch.cat([encoder(feats[:half], lens[:half]), unwrap_ddp(encoder)(feats[half:], lens[half:])])
 
     def compute_forward(self, batch, stage):
         emb, _, perm, lam = self.two_view_embeddings(batch, stage)
@@ -306,7 +316,12 @@ class SimCLR(SSLBrain):
         return {"z1": z1, "z2": z2}
 
     def ssl_objectives(self, outputs, batch, stage):
-        ssl = nt_xent(outputs["z1"], outputs["z2"], self.hparams.tau)
+        if stage != sb.Stage.TRAIN and outputs["z1"].shape[0] < 2:
+            # The last validation batch may hold one clip (small one-class tasks): NT-Xent has no
+            # negatives there; the validation loss is logged only, so that batch adds 0.
+            ssl = outputs["z1"].sum() * 0.0
+        else:
+            ssl = nt_xent(outputs["z1"], outputs["z2"], self.hparams.tau)
         return ssl, {"ssl": ssl.detach(), "spread": embedding_spread(torch.cat([outputs["z1"], outputs["z2"]]))}
 
 

@@ -82,6 +82,8 @@ class TaskLoop:
         # True: when the best checkpoint is not the last epoch's, keep the last one too as
         # CKPT+last (linear evaluation of the most recent encoder, as cssl_sound's linclf_train.py).
         "keep_last_checkpoint": False,
+        # True: save/task<k>/confusion_matrix.png next to test_stats.json (the tested tasks' classes).
+        "confusion_png": True,
     }
 
     def __init__(self, brain, task_rows, task_data, memory, hparams):
@@ -98,6 +100,7 @@ class TaskLoop:
         self.stop_after_task = hparams["stop_after_task"]
         self.keep_last_checkpoint = bool(hparams.get("keep_last_checkpoint", False))
         self.task_dir_format = hparams["task_dir_format"]
+        self.confusion_png = hparams["confusion_png"]
         self.task_classes = hparams["task_classes"] or [
             sorted({int(r["class_idx"]) for r in rows}) for rows in task_rows["train"]
         ]
@@ -272,6 +275,7 @@ class TaskLoop:
         brain.prepare_task_data(self.task_dir(k), task_data)
         prepare_time = time.time() - start
 
+        check_training_batches(k, len(task_data.train), self.train_loader_kwargs)
         start = time.time()
         brain.fit(
             brain.hparams.epoch_counter,
@@ -301,6 +305,8 @@ class TaskLoop:
                 "tasks": task_data.test_tasks,
                 "confusion": confusions,
             })
+            if self.confusion_png and confusions:
+                self._plot_confusion(k, task_data, confusions)
         return {
             "task": k,
             "classes": list(self.task_classes[k]),
@@ -313,6 +319,20 @@ class TaskLoop:
             "best_valid": {key: v for key, v in best_meta.items()
                            if isinstance(v, (int, float)) and key != FINAL_CKPT_NAME},
         }
+
+    def _plot_confusion(self, k, task_data, confusions):
+        """``task<k>/confusion_matrix.png``: the confusion summed over the tested tasks, on their classes
+        (and any other class predicted)."""
+        from soundcl.report_plots import plot_confusion_matrix
+
+        total = np.sum(np.asarray(confusions), axis=0)
+        names = {int(r["class_idx"]): str(r.get("label", r["class_idx"]))
+                 for j in task_data.test_tasks for r in task_data.test[j]}
+        classes = sorted(set(names) | set(np.flatnonzero(total.sum(axis=0)).tolist()))
+        labels = [f"{c}: {names[c]}" if c in names else str(c) for c in classes]
+        plot_confusion_matrix(os.path.join(self.task_dir(k), "confusion_matrix.png"),
+                              total[np.ix_(classes, classes)], labels,
+                              f"after task {k}: test sets of tasks {task_data.test_tasks}")
 
     def _write_results(self, matrix, per_task, partial, announce=False):
         if not if_main_process():
@@ -344,6 +364,19 @@ class TaskLoop:
             )
             logger.info("results in %s\n%s", self.output_folder, table)
         return results
+
+
+def check_training_batches(k, n_clips, loader_kwargs):
+    """Stop in one line when task ``k``'s training set gives no batch (``drop_last`` with fewer
+    clips per process than ``batch_size``, e.g. a small one-class task): it would not train at all."""
+    batch_size = int(loader_kwargs.get("batch_size", 1))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if loader_kwargs.get("drop_last") and n_clips // world < batch_size:
+        raise ValueError(
+            f"task {k} has {n_clips} training clips ({n_clips // world} per process), fewer than batch_size="
+            f"{batch_size} with drop_last=True in train_dataloader_opts: no training batch at all; "
+            f"lower batch_size (or give the task more clips)"
+        )
 
 
 class MemoryContext:
