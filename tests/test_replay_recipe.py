@@ -163,6 +163,8 @@ def test_esc50_hparams_cross_validate_on_an_esc50_layout_folder(shared_data_dir,
     ])
     assert summary["folds"] == ["2", "5"]
     assert len(summary["A_last"]["per_fold"]) == 2 and summary["A_last"]["std"] >= 0
+    # ASC-CL's numbers (best test epoch), labelled, next to the validation-selected ones.
+    assert len(summary["best_test_epoch"]["A_last"]["per_fold"]) == 2 and "BWT_ascl" in summary
     exp = tmp_path / "out" / "replay_replay_uncertainty_noisytune_m8"
     for fold in (2, 5):
         results = json.loads((exp / f"fold{fold}" / "3" / "results.json").read_text())

@@ -167,12 +167,21 @@ class ReplayBrain(SupervisedBrain):
 
 
 def cross_validation_summary(results_per_fold):
-    """Mean and (population) std over folds of A_last, A_avg, BWT, forgetting."""
+    """Mean and (population) std over folds of A_last, A_avg, BWT, BWT_ascl, forgetting
+    (and of the best-test-epoch numbers, where every fold has them)."""
     summary = {}
     for key in SUMMARY_KEYS:
         values = [r[key] for r in results_per_fold.values() if r.get(key) is not None]
         if values:
             summary[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_fold": values}
+    published = [r["best_test_epoch"] for r in results_per_fold.values() if r.get("best_test_epoch")]
+    if published and len(published) == len(results_per_fold):
+        summary["best_test_epoch"] = {"selection": published[0]["selection"]}
+        for key in ("A_last", "A_avg", "BWT_ascl"):
+            values = [p[key] for p in published if p.get(key) is not None]
+            if values:
+                summary["best_test_epoch"][key] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
+                                                   "per_fold": values}
     update = [sum(t.get("memory_update_s", 0.0) for t in r["per_task"]) for r in results_per_fold.values()]
     summary["memory_update_s"] = {"mean": float(np.mean(update)), "std": float(np.std(update)), "per_fold": update}
     return summary
