@@ -132,6 +132,12 @@ def test_pitch_shift_keeps_duration_and_moves_the_pitch():
         out = shifter.shift(tone, ratio)
         assert out.shape == tone.shape
         assert int(torch.fft.rfft(out).abs().argmax()) == round(1000 * float(ratio))
+    # A batch: clips drawn the same ratio are shifted together; padding stays silent.
+    batch = tone.repeat(5, 1)
+    out = shifter(batch, torch.Generator().manual_seed(0), torch.tensor([1.0, 1.0, 1.0, 0.5, 1.0]))
+    assert out.shape == batch.shape and out[3, sr // 2:].abs().max() == 0
+    peaks = {int(torch.fft.rfft(row).abs().argmax()) for row in out}
+    assert peaks == {round(1000 * float(r)) for r in shifter.ratios}
 
 
 # ----------------------------------------------------------------- model

@@ -156,7 +156,7 @@ class PitchShift:
         longer = torch.istft(stretched, self.n_fft, hop, window=window,
                              length=int(round(padded.shape[-1] * float(ratio))))
         out = AF.resample(longer, ratio.numerator, ratio.denominator)
-        out = out[:length] if out.shape[-1] >= length else F.pad(out, (0, length - out.shape[-1]))
+        out = out[..., :length] if out.shape[-1] >= length else F.pad(out, (0, length - out.shape[-1]))
         return out.to(clip.dtype)
 
     def __call__(self, wavs, generator, lens=None):
