@@ -224,3 +224,16 @@ def test_best_test_epoch_follows_asccl_patience():
     best = record.best(patience=7)
     assert best["acc"] == 0.6 and best["epoch"] == 2 and best["acc_per_epoch"] == accs
     assert record.best(patience=10)["acc"] == 0.9
+
+
+def test_test_accuracy_record_survives_a_checkpoint(tmp_path):
+    from soundcl.replay import TestAccuracyPerEpoch
+
+    record = TestAccuracyPerEpoch()
+    record.record(1, 0.25)
+    record.record(2, 0.5)
+    record._save(tmp_path / "record.json")
+    restored = TestAccuracyPerEpoch()
+    restored._load(tmp_path / "record.json")
+    restored.record(3, 0.75)  # a resumed task goes on from its earlier epochs
+    assert restored.best()["acc_per_epoch"] == [0.25, 0.5, 0.75]

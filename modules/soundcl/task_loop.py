@@ -310,6 +310,8 @@ class TaskLoop:
             "memory_policy": repr(self.memory),
         }
         if per_task and all("best_test_epoch" in t for t in per_task):
+            # Two model selections, each named: the matrix's and ASC-CL's published one.
+            extra["model_selection"] = "best validation epoch of each task (accuracy_matrix and its statistics)"
             extra["best_test_epoch"] = metrics.best_test_epoch_summary([t["best_test_epoch"] for t in per_task])
         done = len(per_task)  # statistics of the tasks finished so far
         results = metrics.write_results(self.output_folder, matrix[:done, :done], extra=extra, plot=not partial)
