@@ -215,9 +215,9 @@ def test_asccl_bwt_is_the_mean_of_the_average_slopes():
 
 
 def test_best_test_epoch_follows_asccl_patience():
-    from soundcl.replay import TestAccuracyPerEpoch
+    from soundcl.replay import EpochTestAccuracy
 
-    record = TestAccuracyPerEpoch()
+    record = EpochTestAccuracy()
     accs = [0.5, 0.6, 0.6, 0.55, 0.58, 0.59, 0.6, 0.6, 0.6, 0.9]  # 7 epochs without a strict gain after epoch 2
     for epoch, acc in enumerate(accs, start=1):
         record.record(epoch, acc)
@@ -227,13 +227,13 @@ def test_best_test_epoch_follows_asccl_patience():
 
 
 def test_test_accuracy_record_survives_a_checkpoint(tmp_path):
-    from soundcl.replay import TestAccuracyPerEpoch
+    from soundcl.replay import EpochTestAccuracy
 
-    record = TestAccuracyPerEpoch()
+    record = EpochTestAccuracy()
     record.record(1, 0.25)
     record.record(2, 0.5)
     record._save(tmp_path / "record.json")
-    restored = TestAccuracyPerEpoch()
+    restored = EpochTestAccuracy()
     restored._load(tmp_path / "record.json")
     restored.record(3, 0.75)  # a resumed task goes on from its earlier epochs
     assert restored.best()["acc_per_epoch"] == [0.25, 0.5, 0.75]

@@ -56,7 +56,7 @@ ASCCL_TEST_PATIENCE = 7
 
 
 @register_checkpoint_hooks
-class TestAccuracyPerEpoch:
+class EpochTestAccuracy:
     """Pooled test accuracy (clips of tasks 0..k together) after each epoch of one task,
     checkpointed with the task so that a resumed task keeps the earlier epochs."""
 
@@ -126,7 +126,7 @@ class ReplayBrain(SupervisedBrain):
             self.test_per_epoch = None
             return
         self.epoch_test_rows = [row for j in task_data.test_tasks for row in task_data.test[j]]
-        self.test_per_epoch = TestAccuracyPerEpoch()
+        self.test_per_epoch = EpochTestAccuracy()
         self.checkpointer.add_recoverable("test_accuracy_per_epoch", self.test_per_epoch)
 
     def fit(self, *args, **kwargs):
