@@ -2,6 +2,7 @@
 """Export a trained recipe's model to ONNX and check it with onnxruntime.
 
     python recipes/export.py results/synth/dsmn_train/1986
+    python recipes/export.py results/synth/dsmn_train/1986 --format=onnx_int8
 
 Reads ``<output_folder>/hyperparams.yaml`` (written by the training run, with its
 overrides), loads the final checkpoint of the last task, writes
@@ -9,6 +10,13 @@ overrides), loads the final checkpoint of the last task, writes
 the filterbank front end is NOT included), ``labels.txt`` (one label per class
 index) and ``export_check.json`` (max |onnxruntime - PyTorch| over the test
 clips; fails above ``--tolerance``).
+
+``--format=onnx_int8`` writes ``model_int8.onnx``: the float model quantized
+statically by onnxruntime (QDQ, int8 weights per channel, uint8 activations,
+calibrated on the run's ``calibration_batches`` training batches), checked
+against PyTorch's int8 model (post-training, the same batches): top-1 agreement
+over the test clips must reach ``--min_agreement``; ``export_int8_check.json``
+holds the check and the complexity (params, MACs per clip, int8 file size).
 """
 import argparse
 import logging
@@ -20,7 +28,7 @@ from hyperpyyaml import load_hyperpyyaml
 from soundcl.checkpoints import SafeCheckpointer
 from soundcl.data.manifest import read_manifest
 from soundcl.task_loop import FINAL_CKPT_NAME
-from soundcl.ondevice import export
+from soundcl.ondevice import export, export_int8
 from soundcl.scene_brains import SceneBrain
 
 
@@ -29,6 +37,10 @@ def main(argv=None):
     parser.add_argument("output_folder")
     parser.add_argument("--tolerance", type=float, default=1e-4)
     parser.add_argument("--task", type=int, default=None, help="task whose final model is exported (default: last)")
+    parser.add_argument("--format", choices=("onnx", "onnx_int8"), default="onnx",
+                        help="onnx: float32; onnx_int8: static int8 (QDQ), checked against PyTorch int8")
+    parser.add_argument("--min_agreement", type=float, default=0.99,
+                        help="onnx_int8: least top-1 agreement with PyTorch's int8 model on the test clips")
     args = parser.parse_args(argv)
     hparams_file = os.path.join(args.output_folder, "hyperparams.yaml")
     if not os.path.isfile(hparams_file):
@@ -44,11 +56,20 @@ def main(argv=None):
         raise FileNotFoundError(f"{task_dir} holds no final checkpoint: is task {task} finished?")
     test_rows = [row for k in range(task + 1)
                  for row in read_manifest(os.path.join(hparams["save_folder"], f"test_task{k}.csv"))]
+    train_rows = [row for k in range(task + 1)
+                  for row in read_manifest(os.path.join(hparams["save_folder"], f"train_task{k}.csv"))]
     names = {}
     for row in test_rows:
         names[int(row["class_idx"])] = row["label"]
     labels = [names.get(i, f"class{i}") for i in range(hparams["n_classes"])]
     brain = SceneBrain(modules=hparams["modules"], hparams=hparams, run_opts={"device": "cpu"}, checkpointer=None)
+    if args.format == "onnx_int8":
+        for key in ("quantization_backend", "calibration_batches"):
+            if key not in hparams:
+                raise KeyError(f"{hparams_file} has no {key!r}: onnx_int8 needs the run's int8 settings")
+        return export_int8(brain, train_rows, test_rows, hparams["audio"], hparams["eval_dataloader_opts"],
+                           args.output_folder, labels, backend=hparams["quantization_backend"],
+                           calibration_batches=hparams["calibration_batches"], min_agreement=args.min_agreement)
     return export(brain, test_rows, hparams["audio"], hparams["eval_dataloader_opts"], args.output_folder,
                   labels, args.tolerance)
 

@@ -5,6 +5,7 @@
     python recipes/sup_train.py hparams/synth/sup_train.yaml --replay_num_keep=20  # replay
     python recipes/sup_train.py hparams/synth/sup_train.yaml --strategy=joint --experiment_name=joint
     python recipes/sup_train.py hparams/us8k/sup_train.yaml --data_folder=/data/UrbanSound8K
+    python recipes/sup_train.py hparams/synth/replay_train.yaml --strategy=derpp --experiment_name=derpp  # BC-ResNet
 
 For each task k (soundcl.task_loop.TaskLoop): train on the clips the strategy's
 task-data policy gives (by default task k's clips plus the memory,
@@ -43,7 +44,7 @@ def main(argv):
     task_rows = recipe.prepare_task_rows(hparams)
 
     # 3. The method and the task loop.
-    brain = strategy.brain(
+    brain = strategy.brain_class(hparams)(
         modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts
     )
     loop = TaskLoop(

@@ -92,3 +92,15 @@ def run_recipe(name, argv, replace=None):
     namespace = runpy.run_path(script, run_name=f"recipe_{name}")
     namespace["main"].__globals__.update(replace or {})
     return namespace["main"](list(argv))
+
+
+def run_torchrun(name, argv, nproc=2, timeout=600):
+    """Run ``recipes/<name>.py`` on ``argv`` under torchrun (``nproc`` processes on this machine,
+    one CPU thread each); returns the finished ``subprocess.CompletedProcess`` (output captured)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO_ROOT, "modules"), OMP_NUM_THREADS="1")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    script = os.path.join(REPO_ROOT, "recipes", f"{name}.py")
+    return subprocess.run([*torchrun, script, *argv], env=env, capture_output=True, text=True, timeout=timeout)

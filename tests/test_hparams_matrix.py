@@ -71,6 +71,13 @@ TINY_VALUES = {
     "knn_k": "3",
     "ckpt_interval_minutes": "0",
     "stop_after_task": "null",
+    # PaSST (sit_train): a 1-layer, 32-wide transformer; structured patchout that leaves patches
+    # in the 2 x 4 grid of 32 mels x 0.5 s.
+    "passt_depth": "1",
+    "passt_embed_dim": "32",
+    "passt_heads": "2",
+    "s_patchout_t": "1",
+    "s_patchout_f": "1",
 }
 
 #: Encoder recipes whose ``save`` folder an ``ssl_checkpoints_dir`` can point to, in
@@ -254,7 +261,7 @@ def test_cell_runs_end_to_end_on_its_miniature(hparams_rel, matrix_workspace, re
     assert not results["partial"], results
     matrix = results["accuracy_matrix"]
     n_tasks = len(matrix)
-    if "task_classes" in keys:
+    if "task_classes" in keys and "stage_n_classes" not in keys:  # transfer recipes: one task per stage
         assert n_tasks == len(TASK_CLASSES), matrix
     for k, row in enumerate(matrix):
         # Every task is tested on itself once learnt: a real number, not NaN.

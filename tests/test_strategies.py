@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import recipe_argv, run_recipe
+from test_hparams_matrix import matrix_workspace  # noqa: F401  (fixture: the miniatures, made once)
 from soundcl import config
 from soundcl.strategies import STRATEGIES
 
@@ -183,22 +184,6 @@ def test_derpp_stored_logits_are_those_at_insertion_and_unchanged_by_later_train
     assert max(value for task, value in records if task == 1) > 0
 
 
-@pytest.mark.parametrize("dataset", ["us8k", "tau19", "esc50", "vgg", "cochl", "tau22", "synth"])
-def test_every_sup_train_yaml_has_every_strategys_keys(dataset):
-    import os
-
-    from conftest import REPO_ROOT
-    from soundcl.contract import check_declared
-    from soundcl.task_loop import TaskLoop
-    from soundcl import recipe, strategies
-
-    path = os.path.join(REPO_ROOT, "hparams", dataset, "sup_train.yaml")
-    preview = config.preview_hparams(path, {"data_folder": "/nonexistent"})
-    assert preview["strategy"] == "finetune_or_replay"
-    for name, strategy in STRATEGIES.items():
-        check_declared(preview, [recipe, TaskLoop, strategies, *strategy.parts], path)  # raises on a missing key
-
-
 def test_gdumb_memory_is_greedy_and_class_balanced():
     from soundcl.strategies.gdumb import gdumb_memory
 
@@ -260,3 +245,85 @@ def test_icarl_distillation_is_zero_at_task_0_nme_matrix_linear_stats_and_resume
         linear = json.loads((tmp_path / "icarl" / "1986" / "save" / f"task{k}" / "test_stats_linear.json").read_text())
         assert linear["tasks"] == list(range(k + 1)) and all(0 <= a <= 1 for a in linear["accuracy"])
     assert results["accuracy_matrix"][1][1] >= 0.5
+
+
+# ------------------------------------------------------------- every data set's YAMLs
+#: Data sets with hparams/<dataset>/sup_train.yaml and replay_train.yaml (the hparams matrix's miniatures).
+DATASETS = ["us8k", "tau19", "esc50", "vgg", "cochl", "tau22", "synth"]
+#: The strategies beyond today's default (the hparams matrix runs finetune_or_replay on every YAML).
+NEW_STRATEGIES = [name for name in STRATEGIES if name != "finetune_or_replay"]
+
+
+def _rotation(i):
+    """Strategy i runs on data set i mod 7, on sup_train.yaml or replay_train.yaml in turn."""
+    dataset = DATASETS[i % len(DATASETS)]
+    yaml_name = ("sup_train", "replay_train")[(i + i // len(DATASETS)) % 2]
+    return f"hparams/{dataset}/{yaml_name}.yaml"
+
+
+@pytest.mark.parametrize("hparams_rel",
+                         [f"hparams/{d}/{y}.yaml" for d in DATASETS for y in ("sup_train", "replay_train")])
+def test_every_sup_and_replay_yaml_has_every_strategys_keys(hparams_rel):
+    import os
+
+    from conftest import REPO_ROOT
+    from soundcl.contract import check_declared, with_defaults
+    from soundcl.task_loop import TaskLoop
+    from soundcl import recipe, strategies
+
+    path = os.path.join(REPO_ROOT, hparams_rel)
+    preview = config.preview_hparams(path, {"data_folder": "/nonexistent"})
+    assert preview["strategy"] == "finetune_or_replay"
+    for name, strategy in STRATEGIES.items():
+        needs = [recipe, TaskLoop, strategies, *strategy.parts]
+        check_declared(preview, needs, path)  # raises on a missing key
+        assert strategies.chosen(with_defaults(dict(preview, strategy=name), needs)) is strategy
+
+
+@pytest.mark.parametrize("i", range(len(NEW_STRATEGIES)), ids=NEW_STRATEGIES)
+def test_each_strategy_runs_on_a_data_sets_miniature(i, matrix_workspace, request, tmp_path):
+    """Strategy i, tiny, on one data set's sup_train.yaml or replay_train.yaml miniature (in
+    rotation: over the strategies every data set and both encoders, CNN and BC-ResNet, run)."""
+    import math
+
+    from test_hparams_matrix import _tiny_argv
+
+    name, hparams_rel = NEW_STRATEGIES[i], _rotation(i)
+    argv = _tiny_argv(hparams_rel, matrix_workspace, tmp_path, request,
+                      {"strategy": name, "memory_size": "4", "experiment_name": name})
+    results = run_recipe("sup_train", argv)
+    assert not results["partial"], results
+    matrix = results["accuracy_matrix"]
+    assert len(matrix) == (1 if name == "joint" else 2), (hparams_rel, matrix)
+    for k, row in enumerate(matrix):
+        assert row[k] is not None and math.isfinite(row[k]) and 0.0 <= row[k] <= 1.0, (hparams_rel, matrix)
+    assert all(task["n_train"] > 0 for task in results["per_task"]), (hparams_rel, results["per_task"])
+    if name in ("er_ace", "derpp", "gdumb", "icarl"):
+        assert all(0 < task["memory_size"] <= 4 for task in results["per_task"]), (hparams_rel, results["per_task"])
+
+
+def test_the_rotation_covers_every_data_set_and_both_yamls():
+    assert {_rotation(i).split("/")[1] for i in range(len(NEW_STRATEGIES))} == set(DATASETS)
+    assert {_rotation(i).split("/")[2] for i in range(len(NEW_STRATEGIES))} == {"sup_train.yaml", "replay_train.yaml"}
+
+
+def test_the_replay_yamls_early_stopping_is_honoured_by_every_strategy():
+    from soundcl.replay import PatienceCounter, ReplayBrain
+    from speechbrain.utils.epoch_loop import EpochCounter
+
+    for name, strategy in STRATEGIES.items():
+        assert strategy.brain_class({"epoch_counter": EpochCounter(3)}) is strategy.brain
+        patient = strategy.brain_class({"epoch_counter": PatienceCounter(3, 1)})
+        assert issubclass(patient, ReplayBrain) and issubclass(patient, strategy.brain), name
+        assert patient.on_stage_end is ReplayBrain.on_stage_end
+
+
+def test_sup_train_refuses_cross_validation_in_one_line(tmp_path, synth_data_folder):
+    import os
+
+    from conftest import REPO_ROOT
+
+    argv = [os.path.join(REPO_ROOT, "hparams/synth/replay_train.yaml"), f"--output_base={tmp_path}",
+            f"--data_folder={synth_data_folder}", "--strategy=ewc", "--cross_validate=True"]
+    with pytest.raises(SystemExit, match="cross_validate=True is not supported by recipes/sup_train.py"):
+        run_recipe("sup_train", argv)

@@ -4,7 +4,9 @@
 - an optional scene-group head (``group_classifier`` module + ``scene_groups``
   hparam, loss ``mix_rate * scene + (1 - mix_rate) * group``),
 - device-wise test accuracy (TAU 2022 Mobile's devices a, b, c, s1-s6, read from
-  the clip IDs), written to ``device_accuracy.json`` in the task folder.
+  the clip IDs), written to ``device_accuracy.json`` in the task folder,
+- knowledge distillation when ``teacher_logits`` ({clip ID: logits}, see
+  :mod:`soundcl.distill`) is set: ``(1 - kd_weight) * loss + kd_weight * KD``.
 
 :class:`SITBrain` is the slow learner with incremental transfer: every task of
 the shared :class:`soundcl.task_loop.TaskLoop` is a *stage* with its own label
@@ -62,6 +64,8 @@ class SceneBrain(SupervisedBrain):
                     f"(n_classes={self.hparams.n_classes})"
                 )
             self.class_to_group = torch.as_tensor(groups, dtype=torch.long)
+        # {clip ID: teacher logits [n_classes]} (soundcl.distill.teacher_logits); None: no distillation.
+        self.teacher_logits = None
 
     def compute_forward(self, batch, stage):
         """Returns scene logits [batch, n_classes] (unseen masked), group logits [batch, n_groups] or None, mixup info."""
@@ -78,6 +82,9 @@ class SceneBrain(SupervisedBrain):
             group_targets = self.class_to_group.to(targets.device)[targets]
             group_loss = mixup_cross_entropy(group_logits.float(), group_targets, perm, lam)
             loss = self.hparams.mix_rate * loss + (1.0 - self.hparams.mix_rate) * group_loss
+        if stage == sb.Stage.TRAIN and self.teacher_logits is not None:
+            loss = (1.0 - self.hparams.kd_weight) * loss + self.hparams.kd_weight * self.distillation_loss(
+                logits, batch.id, perm, lam)
         if stage != sb.Stage.TRAIN:
             self.record_predictions(logits.detach(), targets)
             correct = (logits.argmax(-1) == targets).tolist()
@@ -87,6 +94,15 @@ class SceneBrain(SupervisedBrain):
                     hits, total = self.device_counts.get(device, (0, 0))
                     self.device_counts[device] = (hits + int(ok), total + 1)
         return loss
+
+    def distillation_loss(self, logits, clip_ids, perm=None, lam=1.0):
+        """KD term of the student's logits [batch, n_classes] against the clips' cached teacher logits."""
+        from soundcl.distill import kd_loss
+
+        teacher = torch.stack([self.teacher_logits[i] for i in clip_ids]).to(logits.device)
+        # Classes not seen yet are out of both distributions (the student's are masked already).
+        teacher = teacher.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT)
+        return kd_loss(logits, teacher, self.hparams.kd_temperature, perm, lam)
 
     def begin_task(self, task_id, seen_classes):
         super().begin_task(task_id, seen_classes)

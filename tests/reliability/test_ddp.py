@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from conftest import REPO_ROOT, recipe_argv
+from conftest import REPO_ROOT, recipe_argv, run_torchrun
 
 HPARAMS = "hparams/synth/sup_train.yaml"
 # Per-process batch 8 on 2 processes = the single process's batch of 16.
@@ -29,8 +29,7 @@ def test_two_processes_match_one_and_share_the_replay_memory(tmp_path, synth_dat
     )
     done = subprocess.run([sys.executable, recipe, *single], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    done = subprocess.run([*torchrun, recipe, *ddp], env=env, capture_output=True, text=True, timeout=600)
+    done = run_torchrun("sup_train", ddp)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
 
     one = _matrix(tmp_path / "single" / "1986" / "results.json")

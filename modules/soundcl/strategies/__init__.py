@@ -4,13 +4,17 @@ A strategy is a Brain (what is learnt and how), a task-data policy (which
 clips each task trains on) and a memory policy (what is kept for replay),
 each declaring the hparams it reads (:mod:`soundcl.contract`). The table
 :data:`STRATEGIES` is the only place that names them; references per strategy
-are in docs/protocols.md ("Strategies").
+are in docs/protocols.md ("Strategies"). A strategy runs on any data set's
+``sup_train.yaml`` or ``replay_train.yaml`` (the on-device model; its early stopping,
+``patience``, is honoured as by :class:`soundcl.replay.ReplayBrain`) and under torchrun
+DDP (:mod:`soundcl.strategies.ddp`).
 """
 from typing import NamedTuple
 
 from soundcl.brains import SupervisedBrain
 from soundcl.contract import REQUIRED, ConfigError
 from soundcl.memory import NoMemory, PerTaskRandom
+from soundcl.replay import PatienceCounter, ReplayBrain
 from soundcl.strategies.derpp import DerppBrain, LogitMemory
 from soundcl.strategies.er_ace import ERACEBrain, FixedSizeReplayMemory
 from soundcl.strategies.ewc import EWCBrain
@@ -21,7 +25,11 @@ from soundcl.strategies.lwf import LwFBrain
 from soundcl.task_data import CurrentTaskWithMemory
 
 #: What this module reads.
-HPARAMS = {"strategy": REQUIRED}
+HPARAMS = {
+    "strategy": REQUIRED,
+    # recipes/replay_train.py's cross-validation; sup_train.py runs one split and refuses True.
+    "cross_validate": False,
+}
 
 
 class Strategy(NamedTuple):
@@ -34,10 +42,17 @@ class Strategy(NamedTuple):
         build = getattr(self.task_data, "from_hparams", None)
         return build(hparams) if build is not None else self.task_data()
 
+    def brain_class(self, hparams):
+        """The Brain to build: with an early-stopping epoch counter (``patience`` of the replay
+        YAMLs) the strategy's Brain stops a task as :class:`soundcl.replay.ReplayBrain` does."""
+        if not isinstance(hparams["epoch_counter"], PatienceCounter):
+            return self.brain
+        return type(self.brain.__name__, (ReplayBrain, self.brain), {"__module__": self.brain.__module__})
+
     @property
     def parts(self):
         """The parts whose ``HPARAMS`` the recipe checks."""
-        return [self.brain, self.task_data, self.memory]
+        return [self.brain, self.task_data, self.memory, ReplayBrain]
 
 
 class NoMemoryPolicy(NoMemory):
@@ -72,4 +87,7 @@ def chosen(hparams):
     name = str(hparams["strategy"])
     if name not in STRATEGIES:
         raise ConfigError(f"strategy={name!r} is not valid: expected one of {', '.join(STRATEGIES)}")
+    if hparams["cross_validate"]:
+        raise ConfigError("cross_validate=True is not supported by recipes/sup_train.py (one split per run): "
+                          "set cross_validate=False, or run recipes/replay_train.py")
     return STRATEGIES[name]

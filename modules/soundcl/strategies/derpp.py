@@ -5,7 +5,8 @@ the paper) that also stores, for each clip, the raw logits (every class) of the 
 when the clip entered the memory. The memory is chosen at the end of a task, so
 these are the logits of that task's final model (eval mode, full clip); they are
 part of the memory policy's state, saved with the task in ``task<k>/task_state.json``
-(JSON floats round-trip float32 exactly), and never recomputed.
+(JSON floats round-trip float32 exactly), and never recomputed. Under DDP the memory and
+its logits are the main process's (broadcast), so every process stores the same tensors.
 Loss, with memory rows told apart by their clip id (the batch mixes the task's
 clips and the memory clips, shuffled together):
 CE(current rows, seen classes) + ``derpp_alpha`` MSE(raw logits of memory rows, stored logits)
@@ -23,6 +24,7 @@ import speechbrain as sb
 from soundcl.brains import UNSEEN_LOGIT, SupervisedBrain
 from soundcl.contract import REQUIRED
 from soundcl.memory_scores import compute_embeddings
+from soundcl.strategies.ddp import from_main_process
 from soundcl.strategies.er_ace import FixedSizeReplayMemory
 from soundcl.task_loop import TASK_STATE_FILE
 
@@ -51,6 +53,10 @@ class LogitMemory(FixedSizeReplayMemory):
             classifier.train(training)
             self.logits.update({i: [float(v) for v in row] for i, row in zip(new, logits)})
         self.logits = {i: self.logits[i] for i in ids}  # evicted clips leave with their logits
+        # The task loop trains every process on the main process's memory: the logits go with it.
+        ids, self.logits, policy_state = from_main_process((ids, self.logits, self.policy.state_dict()))
+        if policy_state is not None:
+            self.policy.load_state_dict(policy_state)
         return ids
 
     def state_dict(self):

@@ -8,6 +8,9 @@ of log p(label | clip): the *empirical* Fisher, with the true labels. It is
 accumulated as F <- ewc_gamma * F + F_task, and the anchor theta* is the task's
 final weights; both are written atomically to ``save/task<k>/ewc.pt`` and
 reloaded at the next task's ``begin_task``, so a resumed run is exact.
+Under torchrun DDP each process estimates the Fisher on its shard of the clips and the
+sums are all-reduced (:func:`soundcl.strategies.ddp.mean_over_processes`): every process
+holds the mean over all clips; the main process writes the file.
 """
 import os
 
@@ -19,6 +22,8 @@ import speechbrain as sb
 from soundcl.atomic import atomic_path
 from soundcl.brains import UNSEEN_LOGIT, SupervisedBrain
 from soundcl.contract import REQUIRED
+from soundcl.strategies.ddp import mean_over_processes, shard, unwrap, unwrapped
+from speechbrain.utils.distributed import if_main_process
 
 EWC_FILE = "ewc.pt"
 
@@ -30,9 +35,9 @@ class EWCBrain(SupervisedBrain):
     anchor = None  # name -> weights at the end of the previous task
 
     def named_weights(self):
-        """``{module.parameter: tensor}`` of every trainable parameter."""
+        """``{module.parameter: tensor}`` of every trainable parameter (names without a DDP wrapper's)."""
         return {f"{m}.{n}": p for m, module in self.modules.items()
-                for n, p in module.named_parameters() if p.requires_grad}
+                for n, p in unwrap(module).named_parameters() if p.requires_grad}
 
     def begin_task(self, task_id, seen_classes):
         super().begin_task(task_id, seen_classes)
@@ -62,30 +67,38 @@ class EWCBrain(SupervisedBrain):
         if self.fisher is not None:
             fisher = {n: self.hparams.ewc_gamma * self.fisher[n] + f for n, f in fisher.items()}
         anchor = {n: p.detach().clone() for n, p in self.named_weights().items()}
-        with atomic_path(os.path.join(task_dir, EWC_FILE)) as tmp:
-            torch.save({"fisher": {n: f.cpu() for n, f in fisher.items()},
-                        "anchor": {n: a.cpu() for n, a in anchor.items()}}, tmp)
+        if if_main_process():
+            with atomic_path(os.path.join(task_dir, EWC_FILE)) as tmp:
+                torch.save({"fisher": {n: f.cpu() for n, f in fisher.items()},
+                            "anchor": {n: a.cpu() for n, a in anchor.items()}}, tmp)
+        sb.utils.distributed.ddp_barrier()
 
     def estimate_fisher(self, rows):
-        """Mean over ``rows`` of the squared gradients of log p(label | clip), one clip at a time."""
+        """Mean over ``rows`` of the squared gradients of log p(label | clip), one clip at a time.
+
+        Under DDP each process takes its shard of ``rows``; the sums are all-reduced.
+        The modules run unwrapped (DDP would try to synchronise these gradients).
+        """
         weights = self.named_weights()
         fisher = {n: torch.zeros_like(p) for n, p in weights.items()}
-        loader = sb.dataio.dataloader.make_dataloader(self.make_task_dataset(rows, train=False), batch_size=1)
+        mine = shard(rows)
+        loader = sb.dataio.dataloader.make_dataloader(self.make_task_dataset(mine, train=False), batch_size=1)
         flags = {name: m.training for name, m in self.modules.items()}
         self.modules.eval()
         try:
-            for batch in loader:
-                batch = batch.to(self.device)
-                wavs, lens = batch.sig
-                emb = self.modules.embedding_model(self.compute_feats(wavs, lens, sb.Stage.TEST), lens)
-                logits = self.modules.classifier(emb).masked_fill(~self.seen_mask(self.device), UNSEEN_LOGIT)
-                target = torch.as_tensor(batch.class_idx, dtype=torch.long, device=self.device)
-                log_likelihood = -F.cross_entropy(logits.float(), target)
-                grads = torch.autograd.grad(log_likelihood, list(weights.values()), allow_unused=True)
-                for n, g in zip(weights, grads):
-                    if g is not None:
-                        fisher[n] += g.detach() ** 2
+            with unwrapped(self.modules):
+                for batch in loader:
+                    batch = batch.to(self.device)
+                    wavs, lens = batch.sig
+                    emb = self.modules.embedding_model(self.compute_feats(wavs, lens, sb.Stage.TEST), lens)
+                    logits = self.modules.classifier(emb).masked_fill(~self.seen_mask(self.device), UNSEEN_LOGIT)
+                    target = torch.as_tensor(batch.class_idx, dtype=torch.long, device=self.device)
+                    log_likelihood = -F.cross_entropy(logits.float(), target)
+                    grads = torch.autograd.grad(log_likelihood, list(weights.values()), allow_unused=True)
+                    for n, g in zip(weights, grads):
+                        if g is not None:
+                            fisher[n] += g.detach() ** 2
         finally:
             for name, module in self.modules.items():
                 module.train(flags[name])
-        return {n: f / max(1, len(rows)) for n, f in fisher.items()}
+        return mean_over_processes(fisher, len(mine))

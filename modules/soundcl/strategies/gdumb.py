@@ -8,7 +8,8 @@ weights (as built from the YAML, seeded) at every task and trained on the memory
 tested on tasks 0..k. The task-data policy and the memory policy compute the same memory
 (same function, same seed), so the memory trained on is the memory kept. Not as in the
 paper: no CutMix, no SGDR schedule (the recipe's optimiser and schedule); the input
-normaliser is not reset.
+normaliser is not reset. Under DDP every process resets to the main process's initial
+weights (broadcast once), so the processes stay one model.
 """
 import copy
 
@@ -18,6 +19,7 @@ from soundcl.brains import SupervisedBrain
 from soundcl.contract import REQUIRED
 from soundcl.memory import MemoryPolicy
 from soundcl.randomness import derive_seed
+from soundcl.strategies.ddp import from_main_process, unwrap
 from soundcl.task_data import CurrentTaskWithMemory, TaskData
 
 
@@ -91,10 +93,11 @@ class GDumbBrain(SupervisedBrain):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.initial_state = {name: copy.deepcopy(m.state_dict()) for name, m in self.modules.items()
-                              if name in ("embedding_model", "classifier")}
+        initial = {name: {key: value.cpu() for key, value in copy.deepcopy(unwrap(m).state_dict()).items()}
+                   for name, m in self.modules.items() if name in ("embedding_model", "classifier")}
+        self.initial_state = from_main_process(initial)
 
     def begin_task(self, task_id, seen_classes):
         super().begin_task(task_id, seen_classes)
         for name, state in self.initial_state.items():  # from scratch at every task
-            self.modules[name].load_state_dict(state)
+            unwrap(self.modules[name]).load_state_dict(state)

@@ -1,8 +1,9 @@
 """iCaRL (Rebuffi et al. 2017): herding memory, sigmoid distillation, nearest-mean-of-exemplars.
 
-Memory: :class:`soundcl.memory.PrototypeMemory` (``memory_size`` clips, ``memory_size //
-classes seen`` per class chosen by herding on L2-normalised embeddings, leftover slots
-at random). The memory clips train alongside the task's (``CurrentTaskWithMemory``).
+Memory: :class:`IcarlMemory` (``memory_size`` clips, ``memory_size // classes seen`` per
+class chosen by herding on L2-normalised embeddings, the class-balanced frame and random
+leftover slots of :class:`soundcl.memory.PrototypeMemory`). The memory clips train
+alongside the task's (``CurrentTaskWithMemory``).
 Loss, as the paper: binary cross-entropy with logits, summed over the seen classes and
 averaged over the batch; targets are the one-hot labels on the current task's classes
 and the previous model's sigmoid outputs on the old classes (the teacher: task k-1's
@@ -14,11 +15,13 @@ checkpoint on the validation set.
 
 Test (row k of the accuracy matrix): nearest mean of exemplars. The loop tests *before*
 the memory update; the exemplar set is therefore computed here as the loop will compute
-it right after testing: the same ``PrototypeMemory`` selection, with the same seeded RNG,
+it right after testing: the same ``IcarlMemory`` selection, with the same seeded RNG,
 over the previous memory (``task<k-1>/task_state.json``) plus task k's training clips, by
 the same final model, so the means are those of the paper (over the updated exemplar
 sets of every seen class). Class mean = mean of the L2-normalised embeddings (eval mode,
-full clips; no flipped copies), L2-normalised; prediction = the nearest mean (L2).
+full clips; no flipped copies; those of the herding pass, so one encoder pass in all: the
+loop's memory update reuses the selection), L2-normalised; prediction = the nearest mean (L2).
+Under DDP the exemplars and means are the main process's (broadcast).
 The linear head's accuracy on each tested task is written too, to
 ``save/task<k>/test_stats_linear.json`` (``accuracy``, ``tasks``).
 """
@@ -30,14 +33,16 @@ import torch
 import torch.nn.functional as F
 
 import speechbrain as sb
+from speechbrain.utils.distributed import if_main_process
 
 from soundcl import metrics
 from soundcl.atomic import write_json_atomic
 from soundcl.brains import UNSEEN_LOGIT
 from soundcl.contract import REQUIRED, ConfigError
 from soundcl.memory import PrototypeMemory
-from soundcl.memory_scores import _EvalMode, compute_embeddings
+from soundcl.memory_scores import _EvalMode, compute_embeddings, herding
 from soundcl.randomness import derive_seed
+from soundcl.strategies.ddp import from_main_process
 from soundcl.strategies.lwf import TeacherBrain
 from soundcl.task_loop import TASK_STATE_FILE, MemoryContext
 
@@ -54,6 +59,25 @@ class IcarlMemory(PrototypeMemory):
         if hparams["use_mixup"]:  # the BCE targets are per-row labels
             raise ConfigError(f"use_mixup=True is not supported by strategy={hparams['strategy']}: set use_mixup=False")
         return cls(hparams["memory_size"])
+
+    def __init__(self, memory_size):
+        super().__init__(memory_size)
+        self.embedded = None  # (candidate ids, embeddings [n, emb_dim]) of the last herding
+
+    def choose(self, candidates, groups, quota, context):
+        """iCaRL herding per class on the L2-normalised embeddings (one encoder pass, kept in ``embedded``)."""
+        embeddings = compute_embeddings(candidates, context)
+        self.embedded = (list(candidates), embeddings)
+        normed = F.normalize(embeddings, dim=-1)
+        return {c: [positions[j] for j in herding(normed[positions], quota)] for c, positions in sorted(groups.items())}
+
+    def select(self, memory_ids, task_rows, context):
+        # IcarlBrain.before_testing chose this very memory (same candidates, model and seeded
+        # RNG) to compute the class means: reuse it instead of a second encoder pass.
+        chosen = getattr(context.brain, "chosen_exemplars", None)
+        if chosen is not None and chosen[0] == (context.task_id, tuple(memory_ids)):
+            return list(chosen[1])
+        return super().select(memory_ids, task_rows, context)
 
     def __repr__(self):
         return f"IcarlMemory(memory_size={self.memory_size})"
@@ -93,6 +117,7 @@ class IcarlBrain(TeacherBrain):
     HPARAMS = {"memory_size": REQUIRED}
 
     means = None  # [n seen classes, emb_dim] exemplar means of the task being tested
+    chosen_exemplars = None  # ((task, previous memory), exemplar ids) of the last before_testing
     mean_classes = ()
 
     def begin_task(self, task_id, seen_classes):
@@ -112,8 +137,10 @@ class IcarlBrain(TeacherBrain):
         return loss + distill
 
     # ------------------------------------------------------------ testing: NME
-    def exemplar_ids(self, train_rows, loader_kwargs):
-        """The memory the loop keeps after testing this task (same policy, seed and model)."""
+    def before_testing(self, train_rows, loader_kwargs):
+        """The exemplars (the memory the loop keeps after testing: same policy, seed and model)
+        and their class means, from one encoder pass over the candidates. Under DDP both are
+        the main process's (broadcast)."""
         memory_ids = []
         if self.task_id > 0:
             with open(os.path.join(self.task_dir(self.task_id - 1), TASK_STATE_FILE), encoding="utf-8") as f:
@@ -124,15 +151,21 @@ class IcarlBrain(TeacherBrain):
         context = MemoryContext(self.task_id, self, rows_by_id, self.seen_classes, self.make_task_dataset,
                                 loader_kwargs, np.random.RandomState(derive_seed(self.hparams.seed, self.task_id,
                                                                                  "memory")))
-        ids = PrototypeMemory(self.hparams.memory_size).select(memory_ids, task_rows, context)
-        return ids, context
-
-    def before_testing(self, train_rows, loader_kwargs):
-        ids, context = self.exemplar_ids(train_rows, loader_kwargs)
+        selector = IcarlMemory(self.hparams.memory_size)
+        ids = selector.select(memory_ids, task_rows, context)
+        if selector.embedded is not None:  # herding embedded every candidate
+            candidates, embeddings = selector.embedded
+            position = {clip_id: pos for pos, clip_id in enumerate(candidates)}
+            embeddings = embeddings[[position[i] for i in ids]]
+        else:  # every candidate fits in the memory: no herding ran
+            embeddings = compute_embeddings(ids, context)
+        labels = [int(rows_by_id[i]["class_idx"]) for i in ids]
+        means = class_means(embeddings, labels, sorted(set(labels)))
+        ids, labels, means = from_main_process((list(ids), labels, means.cpu()))
+        self.chosen_exemplars = ((self.task_id, tuple(memory_ids)), list(ids))  # for IcarlMemory.select
         self.exemplars = list(ids)  # for tests: the memory the loop keeps after testing
-        labels = [int(context.rows_by_id[i]["class_idx"]) for i in ids]
         self.mean_classes = sorted(set(labels))
-        self.means = class_means(compute_embeddings(ids, context), labels, self.mean_classes).to(self.device)
+        self.means = means.to(self.device)
         self.linear_accuracy = []
 
     def evaluate_accuracy(self, dataset, loader_kwargs):
@@ -152,7 +185,8 @@ class IcarlBrain(TeacherBrain):
                 nme.extend(nearest_mean(emb, self.means, self.mean_classes).tolist())
         self.targets, self.predictions = targets, linear
         self.linear_accuracy.append(self.stage_accuracy())
-        write_json_atomic(os.path.join(self.task_dir(self.task_id), LINEAR_STATS_FILE),
-                          {"accuracy": self.linear_accuracy, "tasks": list(range(len(self.linear_accuracy)))})
+        if if_main_process():
+            write_json_atomic(os.path.join(self.task_dir(self.task_id), LINEAR_STATS_FILE),
+                              {"accuracy": self.linear_accuracy, "tasks": list(range(len(self.linear_accuracy)))})
         self.targets, self.predictions = targets, nme
         return self.stage_accuracy(), metrics.confusion_matrix(targets, nme, self.hparams.n_classes)
