@@ -169,7 +169,7 @@ def test_replay_encoder_options():
 def test_replay_yaml_defaults_are_asccl(dataset):
     raw = _raw_yaml(dataset)
     expected = {"seed": 3, "number_of_epochs": 30, "lr": 0.001, "weight_decay": 0.0, "augmentation": None,
-                "memory_size": 500, "mem_manage": "uncertainty", "uncert_metric": "noisytune", "metric_k": 6,
+                "memory_size": 500, "mem_manage": "prototype", "uncert_metric": "noisytune", "metric_k": 6,
                 "noise_lambda": 0.2, "uncertainty_from_task": 1, "batch_size": 32, "replay_encoder": "ascl_bcresnet",
                 "ascl_channels": 40, "report_best_test_epoch": True, "patience": 7, "mel_bn_momentum": 0.1,
                 "eval_batch_size": 128}
