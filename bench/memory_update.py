@@ -62,8 +62,10 @@ from soundcl.models.encoders import Classifier  # noqa: E402
 from soundcl.models.frontend import LogMelFrontEnd, MelBatchNorm  # noqa: E402
 
 #: (result name, mem_manage, uncert_metric) of every timed memory update.
-POLICIES = [("random", "random", None), ("reservoir", "reservoir", None), ("prototype", "prototype", None)] + [
-    (f"uncertainty_{m}", "uncertainty", m) for m in ("noisytune", "shift", "noise", "mask", "combination")
+POLICIES = [("random", "random", None), ("reservoir", "reservoir", None), ("prototype", "prototype", None),
+            ("prototype_herding", "prototype_herding", None)] + [
+    (f"uncertainty_{m}", "uncertainty", m)
+    for m in ("noisytune", "noisytune_embedding", "shift", "speed_roll", "noise", "mask", "combination")
 ]
 #: Ratios reported: (name, numerator, denominator).
 RATIOS = [
@@ -173,8 +175,8 @@ def main(argv=None):
             # Policy and context are made outside the timed call; only select() is timed.
             policy = FixedSizeMemory.from_hparams({
                 "mode": "replay", "mem_manage": mem_manage, "memory_size": args.memory_size,
-                "uncert_metric": metric or "noisytune", "metric_k": args.metric_k, "noise_lambda": 0.1,
-                "uncertainty_from_task": 0,
+                "uncert_metric": metric or "noisytune", "metric_k": args.metric_k, "noise_lambda": 0.2,
+                "uncertainty_from_task": 0, "sample_rate": args.sample_rate,
             })
             ctx = context(seed)
             return lambda: policy.select([], rows, ctx)

@@ -11,18 +11,19 @@ import speechbrain as sb
 
 from soundcl.task_loop import MemoryContext
 from soundcl.memory import (
+    AscclPrototypeMemory,
     ClassBalancedRandomMemory,
     PrototypeMemory,
     RandomMemory,
     ReservoirMemory,
     UncertaintyMemory,
-    evenly_spaced,
     herding,
     FixedSizeMemory,
     NoMemory,
     perturbed_predictions,
 )
-from soundcl.perturbations import EmbeddingNoise, vote_uncertainty
+from soundcl.memory_scores import evenly_spaced, stride_indices
+from soundcl.perturbations import EmbeddingNoise, Repeat, vote_uncertainty
 
 N_MELS = 8
 
@@ -107,11 +108,14 @@ ALL_POLICIES = [
     lambda m: ReservoirMemory(m),
     lambda m: ClassBalancedRandomMemory(m),
     lambda m: PrototypeMemory(m),
+    lambda m: AscclPrototypeMemory(m),
     lambda m: UncertaintyMemory(m, "noisytune", metric_k=4, noise_lambda=2.0, uncertainty_from_task=0),
+    lambda m: UncertaintyMemory(m, "noisytune_embedding", metric_k=4, noise_lambda=2.0, uncertainty_from_task=0),
     lambda m: UncertaintyMemory(m, "noise", metric_k=3),
-    lambda m: UncertaintyMemory(m, "shift", metric_k=2, uncertainty_from_task=0),
+    lambda m: UncertaintyMemory(m, "shift", metric_k=2, uncertainty_from_task=0, sample_rate=16000),
+    lambda m: UncertaintyMemory(m, "speed_roll", metric_k=2, uncertainty_from_task=0),
     lambda m: UncertaintyMemory(m, "mask", metric_k=2, uncertainty_from_task=0),
-    lambda m: UncertaintyMemory(m, "combination", metric_k=3, uncertainty_from_task=0),
+    lambda m: UncertaintyMemory(m, "combination", metric_k=3, uncertainty_from_task=0, sample_rate=16000),
 ]
 
 
@@ -119,14 +123,17 @@ ALL_POLICIES = [
 def test_size_no_duplicates_and_determinism(make):
     memories, rows_by_id = _run_tasks(make(13))
     for t, memory in enumerate(memories):
-        assert len(memory) == 13  # 20 candidates or more per task: always full
+        if isinstance(make(13), AscclPrototypeMemory):  # ASC-CL leaves the leftover slots empty
+            assert len(memory) == 13 // (2 * (t + 1)) * (2 * (t + 1))
+        else:
+            assert len(memory) == 13  # 20 candidates or more per task: always full
         assert len(set(memory)) == len(memory)
         # Only clips seen so far.
         assert all(int(i.split("_")[0][1:]) <= t for i in memory)
     again, _ = _run_tasks(make(13))
     assert again == memories
     other, _ = _run_tasks(make(13), seed=7)
-    if not isinstance(make(13), PrototypeMemory):  # herding has no randomness with 13 = 6*2+1
+    if type(make(13)) is not PrototypeMemory:  # iCaRL herding has no randomness with 13 = 6*2+1
         assert other != memories
 
 
@@ -235,7 +242,7 @@ def test_uncertainty_is_zero_without_noise_and_grows_near_the_boundary():
     context = _context(0, rows, [0, 1], brain=brain)
     ids = [r["ID"] for r in rows]
     gen = torch.Generator().manual_seed(0)
-    no_noise = perturbed_predictions(ids, context, EmbeddingNoise(0.0), 5, gen)
+    no_noise = perturbed_predictions(ids, context, Repeat(EmbeddingNoise(0.0)), 5, gen)
     assert vote_uncertainty(no_noise).max() == 0
     # Clean predictions are the classes: the head works.
     assert (no_noise[:, 0] == torch.tensor([r["class_idx"] for r in rows])).all()
@@ -246,7 +253,7 @@ def test_noisytune_runs_the_encoder_once_per_batch():
     brain = _FakeBrain()
     context = _context(0, rows, [0, 1], brain=brain)
     ids = [r["ID"] for r in rows]
-    perturbed_predictions(ids, context, EmbeddingNoise(0.5), 7, torch.Generator().manual_seed(0))
+    perturbed_predictions(ids, context, Repeat(EmbeddingNoise(0.5)), 7, torch.Generator().manual_seed(0))
     assert brain.modules.embedding_model.calls == 3
     brain.modules.embedding_model.calls = 0
     policy = UncertaintyMemory(6, "noise", metric_k=4, uncertainty_from_task=0)
@@ -276,9 +283,17 @@ def test_evenly_spaced():
     assert evenly_spaced(5, 0) == []
 
 
+def test_stride_indices_are_asccl_slice():
+    # ASC-CL: ranked[::n // q][:q]
+    for n, q in [(10, 4), (7, 3), (100, 7), (9, 9), (3, 5), (50, 1)]:
+        expected = list(range(n))[::max(1, n // q)][:q] if n > q else list(range(n))
+        assert stride_indices(n, q) == expected, (n, q)
+    assert stride_indices(10, 4) == [0, 2, 4, 6]  # evenly_spaced would give [0, 2, 5, 7]
+
+
 def _replay_hparams(**values):
     hparams = dict(mode="replay", mem_manage="random", memory_size=10, uncert_metric="noisytune", metric_k=4,
-                   noise_lambda=0.1, uncertainty_from_task=1)
+                   noise_lambda=0.1, uncertainty_from_task=1, sample_rate=16000)
     hparams.update(values)
     return hparams
 
@@ -288,11 +303,56 @@ def test_factory():
     assert isinstance(FixedSizeMemory.from_hparams(_replay_hparams(mem_manage="reservoir")), ReservoirMemory)
     assert isinstance(FixedSizeMemory.from_hparams(_replay_hparams(mem_manage="balanced_random")),
                       ClassBalancedRandomMemory)
-    policy = FixedSizeMemory.from_hparams(_replay_hparams(mem_manage="uncertainty", uncert_metric="shift", metric_k=3))
-    assert isinstance(policy, UncertaintyMemory) and policy.metric_k == 3
+    policy = FixedSizeMemory.from_hparams(_replay_hparams(mem_manage="uncertainty", uncert_metric="shift", metric_k=6))
+    assert isinstance(policy, UncertaintyMemory) and policy.metric_k == 6
+    # ASC-CL alternates k/2 pitch shifts and k/2 time shifts: an odd k is refused.
+    with pytest.raises(ValueError, match="metric_k=3"):
+        FixedSizeMemory.from_hparams(_replay_hparams(mem_manage="uncertainty", uncert_metric="shift", metric_k=3))
+    assert isinstance(FixedSizeMemory.from_hparams(_replay_hparams(mem_manage="prototype")), AscclPrototypeMemory)
+    assert type(FixedSizeMemory.from_hparams(_replay_hparams(mem_manage="prototype_herding"))) is PrototypeMemory
     with pytest.raises(ValueError, match="mem_manage='herd'"):
         FixedSizeMemory.from_hparams(_replay_hparams(mem_manage="herd"))
     with pytest.raises(ValueError, match="uncert_metric"):
         FixedSizeMemory.from_hparams(_replay_hparams(mem_manage="uncertainty", uncert_metric="blur"))
     with pytest.raises(ValueError, match="memory_size"):
         RandomMemory(-1)
+
+
+def test_asccl_prototype_keeps_old_exemplars_at_random_and_fixes_class_means():
+    """ASC-CL's prototype: old classes keep a random subset of their memory clips (no
+    re-herding: their embeddings are never computed again), new classes are herded towards
+    a class mean fixed when first seen (the policy's state), leftover slots stay empty."""
+    import soundcl.memory as memory_module
+
+    embedded = []
+    original = memory_module.compute_embeddings
+
+    def fake_embeddings(ids, context):
+        embedded.extend(ids)
+        return original(ids, context)
+
+    memory_module.compute_embeddings = fake_embeddings
+    try:
+        policy = AscclPrototypeMemory(9)
+        memories, rows_by_id = _run_tasks(policy, n_tasks=2, classes_per_task=2, per_class=10)
+    finally:
+        memory_module.compute_embeddings = original
+    first, second = memories
+    assert len(first) == 8 and len(second) == 8  # 9 // 2 * 2 and 9 // 4 * 4: leftover slots empty
+    assert set(second) - {i for i in second if i.startswith("t1_")} <= set(first)  # old = subset of memory
+    assert not any(i.startswith("t0_") for i in embedded[20:])  # task 1 embeds only its new clips
+    assert sorted(policy.state_dict()["class_means"]) == ["0", "1", "2", "3"]
+    restored = AscclPrototypeMemory(9)
+    restored.load_state_dict(policy.state_dict())
+    assert restored.class_means == policy.class_means
+
+
+def test_normalised_herding_follows_the_normalised_running_mean():
+    from soundcl.memory import normalised_herding
+
+    angles = np.deg2rad([0.0, 40.0, 70.0, 90.0])
+    points = torch.tensor(np.stack([np.cos(angles), np.sin(angles)], 1))
+    target = torch.nn.functional.normalize(points.mean(0), dim=0)  # 50.8 degrees
+    # 40 is nearest; {40, 70} has direction 55 (vs 65 with 90); {40, 70, 0}: 36.9 (vs 66.8 with 90).
+    assert normalised_herding(points, target, 2) == [1, 2]
+    assert normalised_herding(points, target, 9) == [1, 2, 0, 3]

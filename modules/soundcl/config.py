@@ -17,8 +17,9 @@ from soundcl.contract import ConfigError
 #: Keys whose values come from a fixed set, wherever a recipe uses them.
 CHOICES = {
     "linclf_train_type": ("seen", "subset", "buffer", "full"),
-    "mem_manage": ("random", "reservoir", "prototype", "uncertainty", "balanced_random"),
-    "uncert_metric": ("noisytune", "shift", "noise", "mask", "combination"),
+    # soundcl.memory.MEMORY_POLICIES and soundcl.perturbations.UNCERT_METRICS
+    "mem_manage": ("random", "reservoir", "prototype", "prototype_herding", "uncertainty", "balanced_random"),
+    "uncert_metric": ("noisytune", "noisytune_embedding", "shift", "speed_roll", "noise", "mask", "combination"),
     "mode": ("finetune", "replay"),
     "emb_norm_type": ("bn", "in", "ln", "none"),
     "proj_norm_type": ("bn", "ln", "none"),

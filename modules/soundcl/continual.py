@@ -75,6 +75,11 @@ class ContinualBrain(sb.Brain):
         what the next task needs there (e.g. EWC's Fisher). The default does nothing.
         """
 
+    def fit_report(self):
+        """Statistics of the last ``fit`` for the task's ``per_task`` entry in results.json
+        (e.g. the replay recipe's best test epoch); the default has none."""
+        return {}
+
     def task_dir(self, task_id):
         """The folder of task ``task_id``'s checkpoints (as the task loop names it)."""
         return os.path.join(self.hparams.save_folder, self.hparams.task_dir_format.format(task_id))

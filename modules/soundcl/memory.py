@@ -14,17 +14,18 @@ training the next task. Policies with state across tasks also implement
 Fixed-size episodic memories (the on-device replay recipe) choose among the
 *candidates*: the current memory plus the clips of the task just learnt.
 :class:`RandomMemory` and :class:`ReservoirMemory` are not class-balanced by
-definition; :class:`PrototypeMemory` (iCaRL herding) and
+definition; :class:`PrototypeMemory` (iCaRL herding, ``prototype_herding``) and
 :class:`UncertaintyMemory` keep ``memory_size // n_seen_classes`` clips per
-class and fill the leftover slots at random. Embeddings and predictions are
+class and fill the leftover slots at random; :class:`AscclPrototypeMemory`
+(ASC-CL's ``prototype``) keeps as many per class and leaves leftover slots empty. Embeddings and predictions are
 computed in batches under ``torch.no_grad()``, once per candidate, with the
 brain's modules on the brain's device.
 """
 import torch
 
 from soundcl.contract import REQUIRED, ConfigError
-from soundcl.memory_scores import compute_embeddings, evenly_spaced, herding, perturbed_predictions
-from soundcl.perturbations import make_perturbation, vote_uncertainty
+from soundcl.memory_scores import compute_embeddings, herding, perturbed_predictions, stride_indices
+from soundcl.perturbations import UNCERT_METRICS, make_perturbation, vote_uncertainty
 
 
 def _parse_num_keep(num_keep):
@@ -220,7 +221,12 @@ class ClassBalancedRandomMemory(_ClassBalancedMemory):
 
 
 class PrototypeMemory(_ClassBalancedMemory):
-    """iCaRL herding per class on L2-normalised embeddings (one encoder pass)."""
+    """iCaRL herding per class on L2-normalised embeddings (one encoder pass).
+
+    Every class, old ones included, is re-herded with the current model among its
+    clips in the candidates (``mem_manage: prototype_herding``; the memory of
+    ``sup_train.py --strategy=icarl``).
+    """
 
     def choose(self, candidates, groups, quota, context):
         embeddings = torch.nn.functional.normalize(compute_embeddings(candidates, context), dim=-1)
@@ -230,22 +236,119 @@ class PrototypeMemory(_ClassBalancedMemory):
         return f"PrototypeMemory(memory_size={self.memory_size})"
 
 
+def normalised_herding(features, target, n_select):
+    """ASC-CL's herding: indices of ``n_select`` rows picked one by one so that the
+    L2-normalised mean of the picked rows stays closest to ``target``.
+
+    features [n, dim] (rows L2-normalised), target [dim] (L2-normalised) -> list of
+    ``min(n_select, n)`` distinct row indices in the order picked; ties go to the
+    lowest index. Unlike :func:`soundcl.memory_scores.herding` (iCaRL), the running
+    mean is normalised before the distance and the target is given (a class mean
+    fixed when the class was first seen).
+    """
+    features = torch.as_tensor(features, dtype=torch.float64)
+    target = torch.as_tensor(target, dtype=torch.float64)
+    available = torch.ones(features.shape[0], dtype=torch.bool)
+    running = torch.zeros_like(target)
+    picked = []
+    for _ in range(min(n_select, features.shape[0])):
+        candidate_means = torch.nn.functional.normalize(running[None, :] + features, dim=1)
+        distances = torch.linalg.vector_norm(target[None, :] - candidate_means, dim=1)
+        distances[~available] = float("inf")
+        j = int(torch.argmin(distances))
+        picked.append(j)
+        running += features[j]
+        available[j] = False
+    return picked
+
+
+class AscclPrototypeMemory(MemoryPolicy):
+    """ASC-CL's prototype memory (``mem_manage: prototype``, the replay recipe's default).
+
+    With ``q = memory_size // n_seen_classes``: each old class keeps a random subset
+    of at most ``q`` of its clips in the memory (no re-herding with the current
+    model); a class with fewer than ``q`` memory clips adds its clips of the task
+    just learnt and, if that makes more than ``q``, keeps ``q`` of them by
+    :func:`normalised_herding` on L2-normalised embeddings towards the class mean.
+    A class mean (normalised mean of the normalised embeddings) is fixed when the
+    class is first herded and kept across tasks (the policy's checkpointed state).
+    Slots left by small classes or by the remainder stay empty.
+    """
+
+    def __init__(self, memory_size):
+        self.memory_size = _check_memory_size(memory_size)
+        self.class_means = {}  # str(class_idx) -> list of float
+
+    def select(self, memory_ids, task_rows, context):
+        candidates = candidate_ids(memory_ids, task_rows)
+        if len(candidates) <= self.memory_size:
+            return candidates
+        quota = self.memory_size // max(1, len(context.seen_classes))
+        rows = context.rows_by_id
+        old = _group_by_class(list(memory_ids), rows)
+        new = _group_by_class([row["ID"] for row in task_rows], rows)
+        old_ids = {c: [memory_ids[pos] for pos in positions] for c, positions in old.items()}
+        new_ids = {c: [task_rows[pos]["ID"] for pos in positions] for c, positions in new.items()}
+        kept, to_herd = {}, {}
+        for c in sorted(set(old_ids) | set(new_ids)):
+            exemplars = old_ids.get(c, [])
+            if len(exemplars) > quota:
+                exemplars = [exemplars[i] for i in sorted(context.rng.choice(len(exemplars), size=quota, replace=False))]
+            if len(exemplars) >= quota:
+                kept[c] = exemplars
+                continue
+            pool = [i for i in new_ids.get(c, []) if i not in set(exemplars)] + exemplars
+            if len(pool) <= quota:
+                kept[c] = pool
+            else:
+                to_herd[c] = pool
+        if to_herd:
+            herd_ids = [i for c in sorted(to_herd) for i in to_herd[c]]
+            embeddings = torch.nn.functional.normalize(compute_embeddings(herd_ids, context).double(), dim=-1)
+            start = 0
+            for c in sorted(to_herd):
+                pool = to_herd[c]
+                features = embeddings[start:start + len(pool)]
+                start += len(pool)
+                if str(c) not in self.class_means:
+                    self.class_means[str(c)] = torch.nn.functional.normalize(features.mean(0), dim=0).tolist()
+                picked = normalised_herding(features, self.class_means[str(c)], quota)
+                kept[c] = [pool[j] for j in picked]
+        return [i for c in sorted(kept) for i in kept[c]]
+
+    def state_dict(self):
+        return {"class_means": self.class_means}
+
+    def load_state_dict(self, state):
+        self.class_means = {str(c): list(v) for c, v in state["class_means"].items()}
+
+    def __repr__(self):
+        return f"AscclPrototypeMemory(memory_size={self.memory_size})"
+
+
 class UncertaintyMemory(_ClassBalancedMemory):
-    """Per class, clips evenly spaced along the uncertainty ranking.
+    """ASC-CL's uncertainty memory: per class, every ``n // q``-th clip along the
+    uncertainty ranking.
 
     Uncertainty of a clip = ``1 - votes of its most frequent prediction / k``
     over ``metric_k`` perturbed predictions; ``uncert_metric`` names the
-    perturbation (see :func:`soundcl.perturbations.make_perturbation`). Before
-    task ``uncertainty_from_task`` the selection is class-balanced random.
+    perturbation (see :func:`soundcl.perturbations.make_perturbation`). Per class of
+    ``n`` candidates and quota ``q``, the candidates are ranked by increasing
+    uncertainty (ties in a random order: most clips share a few vote values) and
+    ``ranked[::n // q][:q]`` is kept, ASC-CL's exact indices; leftover slots are
+    filled at random. Before task ``uncertainty_from_task`` the selection is
+    class-balanced random (ASC-CL: task 0).
     """
 
-    def __init__(self, memory_size, uncert_metric="noisytune", metric_k=4, noise_lambda=0.1, uncertainty_from_task=1):
+    def __init__(self, memory_size, uncert_metric="noisytune", metric_k=6, noise_lambda=0.2, uncertainty_from_task=1,
+                 sample_rate=None):
         super().__init__(memory_size)
         self.uncert_metric = uncert_metric
-        self.perturbation = make_perturbation(uncert_metric, noise_lambda)
+        self.perturbation = make_perturbation(uncert_metric, noise_lambda, sample_rate)
         self.metric_k = int(metric_k)
         if self.metric_k < 1:
             raise ValueError(f"metric_k must be >= 1, got {metric_k}")
+        self.perturbation.schedule(self.metric_k, torch.Generator().manual_seed(0))  # a bad k fails now
         self.uncertainty_from_task = int(uncertainty_from_task)
 
     def scores(self, candidates, context):
@@ -258,23 +361,26 @@ class UncertaintyMemory(_ClassBalancedMemory):
         if context.task_id < self.uncertainty_from_task:
             return ClassBalancedRandomMemory.choose(self, candidates, groups, quota, context)
         uncertainty = self.scores(candidates, context).tolist()
+        tie_break = context.rng.permutation(len(candidates)).tolist()
         chosen = {}
         for c, positions in sorted(groups.items()):
-            ranked = sorted(positions, key=lambda pos: (uncertainty[pos], pos))
-            chosen[c] = [ranked[i] for i in evenly_spaced(len(ranked), quota)]
+            ranked = sorted(positions, key=lambda pos: (uncertainty[pos], tie_break[pos]))
+            chosen[c] = [ranked[i] for i in stride_indices(len(ranked), quota)]
         return chosen
 
     def __repr__(self):
         return (
             f"UncertaintyMemory(memory_size={self.memory_size}, uncert_metric={self.uncert_metric}, "
-            f"metric_k={self.metric_k}, uncertainty_from_task={self.uncertainty_from_task})"
+            f"metric_k={self.metric_k}, perturbation={self.perturbation!r}, "
+            f"uncertainty_from_task={self.uncertainty_from_task})"
         )
 
 
 MEMORY_POLICIES = {
     "random": RandomMemory,
     "reservoir": ReservoirMemory,
-    "prototype": PrototypeMemory,
+    "prototype": AscclPrototypeMemory,  # ASC-CL's
+    "prototype_herding": PrototypeMemory,  # iCaRL's
     "uncertainty": UncertaintyMemory,
     "balanced_random": ClassBalancedRandomMemory,
 }
@@ -292,6 +398,7 @@ class FixedSizeMemory:
         "metric_k": REQUIRED,  # perturbed predictions per candidate
         "noise_lambda": REQUIRED,  # noisytune: noise scale
         "uncertainty_from_task": REQUIRED,  # tasks before this one select class-balanced at random
+        "sample_rate": REQUIRED,  # uncert_metric shift / combination: the pitch shift's ratios
     }
 
     @staticmethod
@@ -305,6 +412,13 @@ class FixedSizeMemory:
         if mode == "finetune":
             return NoMemory()
         if mem_manage == "uncertainty":
-            return UncertaintyMemory(hparams["memory_size"], hparams["uncert_metric"], hparams["metric_k"],
-                                     hparams["noise_lambda"], hparams["uncertainty_from_task"])
+            if hparams["uncert_metric"] not in UNCERT_METRICS:
+                raise ConfigError(f"uncert_metric={hparams['uncert_metric']!r} is not valid: expected one of "
+                                  f"{', '.join(UNCERT_METRICS)}")
+            try:
+                return UncertaintyMemory(hparams["memory_size"], hparams["uncert_metric"], hparams["metric_k"],
+                                         hparams["noise_lambda"], hparams["uncertainty_from_task"],
+                                         hparams["sample_rate"])
+            except ValueError as error:
+                raise ConfigError(f"uncert_metric={hparams['uncert_metric']}, metric_k={hparams['metric_k']}: {error}")
         return MEMORY_POLICIES[mem_manage](hparams["memory_size"])

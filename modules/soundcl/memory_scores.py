@@ -6,7 +6,7 @@ import torch
 
 import speechbrain as sb
 
-from soundcl.perturbations import EMBEDDING, FEATURES, WAVEFORM, RandomChoice
+from soundcl.perturbations import EMBEDDING, FEATURE_MAP, FEATURES, WAVEFORM
 
 
 class _EvalMode:
@@ -83,27 +83,37 @@ def plain_predictions(ids, context):
 def perturbed_predictions(ids, context, perturbation, k, generator):
     """k perturbed predictions per clip: LongTensor [len(ids), k].
 
-    Each batch pays only for what the perturbation needs: a waveform
-    perturbation re-runs front end, encoder and head k times; a feature one
-    runs the front end once; an embedding one (noisytune) runs the encoder once
-    and the head k times.
+    ``perturbation`` is a draw schedule (:func:`soundcl.perturbations.make_perturbation`):
+    its ``schedule(k, generator)`` names the perturbation of each draw, once for
+    all the clips. Each batch pays only for what a draw needs: a waveform
+    perturbation re-runs front end, encoder and head; a feature one runs the front
+    end once; a feature-map one (noisytune) runs the encoder up to its map once and
+    pooling + head per draw; an embedding one runs the encoder once and the head per draw.
     """
     if k < 1:
         raise ValueError(f"metric_k must be >= 1, got {k}")
+    draws = perturbation.schedule(k, generator)
     brain = context.brain
     encoder = brain.modules.embedding_model
+    has_map = hasattr(encoder, "feature_map") and hasattr(encoder, "pool")
     out_ids, preds = [], []
     with _EvalMode(brain):
         for batch_ids, wavs, lens in _batches(ids, context):
-            feats = emb = None
+            feats = emb = fmap = None
             batch_preds = []
-            for _ in range(k):
-                draw = perturbation.draw(generator) if isinstance(perturbation, RandomChoice) else perturbation
+            for draw in draws:
                 if draw.level == WAVEFORM:
                     logits_emb = encoder(_features(brain, draw(wavs, generator, lens), lens), lens)
                 elif draw.level == FEATURES:
                     feats = _features(brain, wavs, lens) if feats is None else feats
                     logits_emb = encoder(draw(feats, generator, lens), lens)
+                elif draw.level == FEATURE_MAP:
+                    if fmap is None:
+                        feats = _features(brain, wavs, lens) if feats is None else feats
+                        # Encoders without a map: the classifier's input is the map.
+                        fmap = encoder.feature_map(feats, lens) if has_map else encoder(feats, lens)
+                    noisy = draw(fmap, generator, lens)
+                    logits_emb = encoder.pool(noisy, lens) if has_map else noisy
                 elif draw.level == EMBEDDING:
                     if emb is None:
                         feats = _features(brain, wavs, lens) if feats is None else feats
@@ -142,6 +152,17 @@ def herding(features, n_select):
 
 
 def evenly_spaced(n_items, n_select):
-    """``n_select`` distinct indices spread over ``range(n_items)``, first one included."""
+    """``n_select`` distinct indices spread over ``range(n_items)``, first one included
+    (``i * n_items // n_select``; soundcl's earlier uncertainty spacing)."""
     n_select = min(n_select, n_items)
     return [int(i * n_items // n_select) for i in range(n_select)]
+
+
+def stride_indices(n_items, n_select):
+    """ASC-CL's picks along a ranking: every ``n_items // n_select``-th index from 0, at
+    most ``n_select`` of them (``ranked[::n // q][:q]``); all of them when ``n_items <= n_select``."""
+    if n_items <= n_select:
+        return list(range(n_items))
+    if n_select <= 0:
+        return []
+    return list(range(0, n_items, n_items // n_select))[:n_select]

@@ -68,6 +68,40 @@ def backward_transfer_all_steps(matrix):
     return float(np.mean([matrix[k, j] - matrix[j, j] for k in range(1, n) for j in range(k)]))
 
 
+def backward_transfer_ascl(acc_per_task):
+    """ASC-CL's "BWT": mean over t = 1..T-1 of ``(A_t - A_0) / t``.
+
+    ``A_t`` is the accuracy after task t on the test clips of tasks 0..t
+    (ASC-CL's ``task_acc``; its main.py averages, at each t, the successive
+    differences ``A_{i+1} - A_i`` for i < t, which telescope to ``(A_t - A_0) / t``,
+    then averages over t). It measures how the accuracy over the growing set of
+    classes moves, not how much each task is forgotten: it is not Lopez-Paz's
+    :func:`backward_transfer`. Undefined (NaN) for a single task.
+    """
+    acc = np.asarray(acc_per_task, dtype=float)
+    if acc.shape[0] < 2:
+        return float("nan")
+    return float(np.mean([(acc[t] - acc[0]) / t for t in range(1, acc.shape[0])]))
+
+
+def best_test_epoch_summary(per_task):
+    """The published ASC-CL numbers from each task's best test epoch.
+
+    per_task : list of dicts with ``acc`` (pooled accuracy on the test clips of tasks
+    0..t at the task's best test epoch) -> dict with ``selection``, ``acc_per_task``,
+    ``A_last``, ``A_avg`` and ``BWT_ascl`` (:func:`backward_transfer_ascl`).
+    """
+    acc = [float(t["acc"]) for t in per_task]
+    return {
+        "selection": "best test epoch of each task (ASC-CL's published protocol; optimistic: "
+                     "selected on the test set)",
+        "acc_per_task": acc,
+        "A_last": acc[-1] if acc else float("nan"),
+        "A_avg": float(np.mean(acc)) if acc else float("nan"),
+        "BWT_ascl": backward_transfer_ascl(acc),
+    }
+
+
 def forgetting(matrix):
     """Average forgetting: mean over j < T-1 of ``max_{l<T-1} R[l, j] - R[T-1, j]``.
 
@@ -89,7 +123,8 @@ def cl_summary(matrix):
     -------
     dict with ``acc_per_task`` (A_k for each k), ``A_last``, ``A_avg``,
     ``BWT`` (Lopez-Paz: last row only), ``BWT_all`` (Díaz-Rodríguez: every
-    row) and ``forgetting``.
+    row), ``BWT_ascl`` (ASC-CL's, on the ``A_k``) and ``forgetting`` (not clamped:
+    a task that improves after its best earlier accuracy gives a negative drop).
     """
     acc = average_accuracy_per_task(matrix)
     return {
@@ -98,6 +133,7 @@ def cl_summary(matrix):
         "A_avg": float(acc.mean()),
         "BWT": backward_transfer(matrix),
         "BWT_all": backward_transfer_all_steps(matrix),
+        "BWT_ascl": backward_transfer_ascl(acc),
         "forgetting": forgetting(matrix),
     }
 
@@ -199,7 +235,7 @@ def write_results(output_folder, matrix, extra=None, plot=True):
         writer.writerow(["after_task"] + [f"test_task{j}" for j in range(n)] + ["A_k"])
         for k in range(n):
             writer.writerow([k] + [_csv_value(v) for v in matrix[k]] + [_csv_value(summary["acc_per_task"][k])])
-        for key in ("A_last", "A_avg", "BWT", "BWT_all", "forgetting"):
+        for key in ("A_last", "A_avg", "BWT", "BWT_all", "BWT_ascl", "forgetting"):
             writer.writerow([key, _csv_value(summary[key])])
     os.replace(csv_path + ".tmp", csv_path)
 

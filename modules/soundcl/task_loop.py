@@ -285,6 +285,7 @@ class TaskLoop:
             valid_loader_kwargs=dict(self.eval_loader_kwargs),
         )
         train_time = time.time() - start
+        fit_report = brain.fit_report()  # before the best checkpoint (and its state) is reloaded
         best_meta = self._keep_best_as_final(brain.checkpointer)
         brain.end_task(self.task_dir(k), task_data)
 
@@ -318,6 +319,7 @@ class TaskLoop:
             "test_time_s": test_time,
             "best_valid": {key: v for key, v in best_meta.items()
                            if isinstance(v, (int, float)) and key != FINAL_CKPT_NAME},
+            **fit_report,
         }
 
     def _plot_confusion(self, k, task_data, confusions):
@@ -355,6 +357,10 @@ class TaskLoop:
             "task_data_policy": repr(self.task_data),
             "memory_policy": repr(self.memory),
         }
+        if per_task and all("best_test_epoch" in t for t in per_task):
+            # Two model selections, each named: the matrix's and ASC-CL's published one.
+            extra["model_selection"] = "best validation epoch of each task (accuracy_matrix and its statistics)"
+            extra["best_test_epoch"] = metrics.best_test_epoch_summary([t["best_test_epoch"] for t in per_task])
         done = len(per_task)  # statistics of the tasks finished so far
         results = metrics.write_results(self.output_folder, matrix[:done, :done], extra=extra, plot=not partial)
         if announce:

@@ -128,14 +128,21 @@ class BCResNet(nn.Module):
         self.project = nn.Sequential(nn.Conv2d(in_ch, self.emb_dim, 1, bias=False), nn.BatchNorm2d(self.emb_dim), nn.ReLU())
         set_bn_momentum(self, bn_momentum)
 
-    def forward(self, feats, lens=None):
-        """feats [batch, frames, n_mels], lens [batch] -> embeddings [batch, emb_dim]."""
+    def feature_map(self, feats, lens=None):
+        """feats [batch, frames, n_mels] -> the map before pooling, [batch, emb_dim, F'', frames]."""
         if feats.shape[-1] != self.n_mels:
             raise ValueError(f"BCResNet was built for n_mels={self.n_mels}, got feats with {feats.shape[-1]} mel bins")
         x = feats.transpose(1, 2).unsqueeze(1)   # [B, 1, F, T]
         x = self.blocks(self.stem(x))
-        x = self.project(self.head_dw(x))        # [B, emb, F'', T]
-        return masked_time_mean(x.mean(dim=2), lens)
+        return self.project(self.head_dw(x))     # [B, emb, F'', T]
+
+    def pool(self, fmap, lens=None):
+        """Mean over frequency and the valid frames: [batch, emb, F'', T] -> [batch, emb]."""
+        return masked_time_mean(fmap.mean(dim=2), lens)
+
+    def forward(self, feats, lens=None):
+        """feats [batch, frames, n_mels], lens [batch] -> embeddings [batch, emb_dim]."""
+        return self.pool(self.feature_map(feats, lens), lens)
 
 
 class BaselineCNN(nn.Module):
