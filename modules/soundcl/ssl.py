@@ -112,6 +112,17 @@ class SSLBrain(ContinualFeatureBrain):
         emb [2 * batch, emb_dim] (view 1 rows, then view 2 rows), lens [2 * batch],
         mixup permutation [batch] or None, mixup weight.
         """
+        feats, both_lens, perm, lam = self.two_view_features(batch, stage)
+        return self.modules.embedding_model(feats, both_lens), both_lens, perm, lam
+
+    def two_view_features(self, batch, stage):
+        """Features of both views (what :meth:`two_view_embeddings` encodes).
+
+        Returns
+        -------
+        feats [2 * batch, frames, n_mels] (view 1 rows, then view 2 rows), lens [2 * batch],
+        mixup permutation [batch] or None, mixup weight.
+        """
         batch = batch.to(self.device)
         wavs, lens = batch.sig
         if stage == sb.Stage.TRAIN:
@@ -127,7 +138,7 @@ class SSLBrain(ContinualFeatureBrain):
         perm, lam = None, 1.0
         if stage == sb.Stage.TRAIN and self.hparams.use_mixup:
             feats, perm, lam = two_view_mixup(feats, self.hparams.mixup_alpha)
-        return self.modules.embedding_model(feats, both_lens), both_lens, perm, lam
+        return feats, both_lens, perm, lam
 
     def compute_forward(self, batch, stage):
         emb, _, perm, lam = self.two_view_embeddings(batch, stage)
