@@ -127,7 +127,8 @@ def test_distillation_costs():
 
 # ------------------------------------------------------------- end to end
 class InspectedCassle(CassleSimCLR):
-    """CaSSLe-SimCLR that checks, after each task-1 update, that the frozen encoder got no gradient."""
+    """CaSSLe-SimCLR that checks, at each task-1 optimizer step (gradients computed, not yet
+    applied), that the frozen previous encoder has no gradient while the predictor mapping to it has."""
 
     last = None
     checked_updates = 0
@@ -136,14 +137,16 @@ class InspectedCassle(CassleSimCLR):
         InspectedCassle.last = self
         super().on_fit_start()
 
-    def fit_batch(self, batch):
-        loss = super().fit_batch(batch)
-        if self.prev_embedding_model is not None:
-            assert all(p.grad is None and not p.requires_grad for p in self.prev_embedding_model.parameters())
-            # ... while the predictor that maps to it did learn.
-            assert any(p.grad is not None or p.requires_grad for p in self.modules.prev_predictor.parameters())
+    def optimizers_step(self):
+        prev = self.prev_embedding_model
+        if prev is not None:
+            assert all(p.grad is None and not p.requires_grad for p in prev.parameters())
+            assert all(p.grad is not None for p in self.modules.prev_predictor.parameters())
+            before = {k: v.clone() for k, v in prev.state_dict().items()}
+        super().optimizers_step()
+        if prev is not None:
+            assert all(torch.equal(before[k], v) for k, v in prev.state_dict().items())
             InspectedCassle.checked_updates += 1
-        return loss
 
 
 CASSLE_SSL = ("--ssl_weight=1", "--sup_weight=0")

@@ -95,6 +95,9 @@ class CaSSLe:
         if self.hparams.dist_cost not in DIST_COSTS:
             raise ValueError(f"dist_cost must be one of {', '.join(DIST_COSTS)}, got {self.hparams.dist_cost!r}")
         self.prev_embedding_model = None
+        # Unused at task 0: out of the optimizer (and of DDP's gradient reduction) there.
+        for param in self.modules.prev_predictor.parameters():
+            param.requires_grad = task_id > 0
         if task_id == 0:
             return
         self.prev_embedding_model = self.load_previous_encoder(task_id - 1)
