@@ -162,7 +162,13 @@ class SSLBrain(ContinualFeatureBrain):
         return self.encode_views(feats, both_lens), both_lens, perm, lam
 
     def two_view_features(self, batch, stage):
-        """Encoder inputs of both views: feats [2 * batch, frames, n_mels], lens, mixup perm, weight."""
+        """Features of both views (what :meth:`two_view_embeddings` encodes).
+
+        Returns
+        -------
+        feats [2 * batch, frames, n_mels] (view 1 rows, then view 2 rows), lens [2 * batch],
+        mixup permutation [batch] or None, mixup weight.
+        """
         batch = batch.to(self.device)
         wavs, lens = batch.sig
         if stage == sb.Stage.TRAIN:
