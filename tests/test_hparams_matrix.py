@@ -313,7 +313,8 @@ def test_cell_runs_end_to_end_on_its_miniature(hparams_rel, matrix_workspace, re
         extra["ssl_checkpoints_dir"] = _encoder_save_folder(dataset, matrix_workspace, request)
     protocol = _eval_protocol(hparams_rel) if recipe in EVAL_RECIPES else None
     if protocol is not None:
-        extra.update(linclf_train_type=protocol, replay_num_keep=str(EVAL_NUM_KEEP))
+        # batches no larger than the kept clips: the published drop_last would leave a subset task no batch
+        extra.update(linclf_train_type=protocol, replay_num_keep=str(EVAL_NUM_KEEP), batch_size=str(EVAL_NUM_KEEP))
 
     argv = _tiny_argv(hparams_rel, matrix_workspace, tmp_path, request, extra)
     if not (_rotating_cell_runs(hparams_rel) and _runs_end_to_end(hparams_rel)):
