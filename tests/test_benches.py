@@ -135,3 +135,21 @@ def test_strategies_bench_runs_every_strategy_and_writes_the_report(tmp_path, sy
         assert (tmp_path / name / "1" / "results.json").exists()
     assert json.loads((tmp_path / "icarl" / "1" / "run_config.json").read_text())["memory_size"] == "8"
     assert out == str(tmp_path / "report")
+
+
+# ------------------------------------------------------------------ throughput
+def test_throughput_bench_writes_the_loader_to_step_ratio(tmp_path):
+    bench = _load("throughput")
+    out = tmp_path / "throughput.json"
+    summary = bench.main(["--clip_seconds=0.5", "--encoders=small_cnn", "--default_encoder=small_cnn",
+                          "--num_workers=0,1", "--ratio_workers=0", "--epoch_workers=1", "--fill_workers=1",
+                          "--step_batches=1", "--epoch_batches=1", "--epoch_repeats=1", "--batch_size=4",
+                          f"--work_dir={tmp_path / 'work'}", f"--out={out}"])
+    written = json.loads(out.read_text())
+    assert written["loader_to_step_ratio"] == pytest.approx(
+        written["loader"]["cached"]["0"]["steady_clips_per_s"] / written["training_step"]["small_cnn"]["clips_per_s"])
+    assert written["loader_to_step_ratio"] > 0
+    assert set(written["loader"]) == {"cached", "uncached"} and set(written["loader"]["uncached"]) == {"0", "1"}
+    assert written["cache_fill"]["sequential"]["seconds_per_1000_clips"] > 0
+    assert written["epoch"]["step_time_with_loader_over_preloaded"] > 0
+    assert written["clips"] == summary["clips"] == 100  # one clip per (class, fold) of the US8K layout
