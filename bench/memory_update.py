@@ -104,13 +104,13 @@ def make_dataset_factory(audio):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n_candidates", type=int, default=500)
+    parser.add_argument("--n_candidates", type=int, default=250)
     parser.add_argument("--n_classes", type=int, default=10)
     parser.add_argument("--memory_size", type=int, default=None,
                         help="memory slots (default: half the candidates); must be below n_candidates")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per clip")
-    parser.add_argument("--sample_rate", type=int, default=44100)
-    parser.add_argument("--c", type=float, default=3, help="BC-ResNet width factor")
+    parser.add_argument("--duration", type=float, default=1.0, help="seconds per clip")
+    parser.add_argument("--sample_rate", type=int, default=16000)
+    parser.add_argument("--c", type=float, default=1, help="BC-ResNet width factor")
     parser.add_argument("--metric_k", type=int, default=4)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
@@ -119,6 +119,11 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of torch (default: torch's own choice); 1 steadies timings on a busy machine")
+    parser.add_argument("--per_clip_candidates", type=int, default=None,
+                        help="candidates of the prototype per-clip vs batched comparison (default: n_candidates)")
+    parser.add_argument("--scaling", default="250,500,1000,2000",
+                        help="candidate counts of the growth measurement (noisytune and plain forward; '' = off)")
+    parser.add_argument("--scaling_repeats", type=int, default=1, help="timed repeats per count (median)")
     parser.add_argument("--out", default="memory_update_bench.json")
     args = parser.parse_args(argv)
     if args.memory_size is None:
@@ -126,6 +131,10 @@ def parse_args(argv=None):
     if not 0 < args.memory_size < args.n_candidates:
         parser.error(f"need 0 < memory_size < n_candidates (else no policy selects anything), "
                      f"got memory_size={args.memory_size}, n_candidates={args.n_candidates}")
+    args.per_clip_candidates = args.per_clip_candidates or args.n_candidates
+    args.scaling = [int(n) for n in args.scaling.split(",") if n]
+    if any(n < 2 for n in args.scaling):
+        parser.error("--scaling counts must be >= 2")
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     unknown = set(args.policies.split(",")) - {name for name, _, _ in POLICIES}
@@ -147,18 +156,20 @@ def main(argv=None):
         "classifier": Classifier(int(round(32 * args.c)), args.n_classes),
     })
     brain = BenchBrain(modules, args.device)
-    rows = [{"ID": f"clip{i:05d}", "class_idx": i % args.n_classes} for i in range(args.n_candidates)]
-    rows_by_id = {r["ID"]: r for r in rows}
+    n_all = max([args.n_candidates, args.per_clip_candidates, *args.scaling])
+    all_rows = [{"ID": f"clip{i:05d}", "class_idx": i % args.n_classes} for i in range(n_all)]
+    rows_by_id = {r["ID"]: r for r in all_rows}
+    rows = all_rows[: args.n_candidates]
     ids = [r["ID"] for r in rows]
 
-    # Built once, outside every timed region.
+    # Built once, for the largest candidate count, outside every timed region.
     start = time.perf_counter()
-    make_dataset = make_dataset_factory(build_audio(rows, n_samples))
+    make_dataset = make_dataset_factory(build_audio(all_rows, n_samples))
     build_s = time.perf_counter() - start
 
-    def context(seed):
+    def context(seed, batch_size=args.batch_size):
         return MemoryContext(1, brain, rows_by_id, list(range(args.n_classes)), make_dataset,
-                             {"batch_size": args.batch_size}, np.random.RandomState(seed))
+                             {"batch_size": batch_size}, np.random.RandomState(seed))
 
     def sync():
         if brain.device.type == "cuda":
@@ -168,16 +179,17 @@ def main(argv=None):
         ctx = context(seed)
         return lambda: plain_predictions(ids, ctx)
 
-    def prepare_policy(mem_manage, metric):
+    def prepare_policy(mem_manage, metric, candidates=rows, batch_size=args.batch_size):
         def prepare(seed):
             # Policy and context are made outside the timed call; only select() is timed.
             policy = FixedSizeMemory.from_hparams({
-                "mode": "replay", "mem_manage": mem_manage, "memory_size": args.memory_size,
+                "mode": "replay", "mem_manage": mem_manage, "memory_size": max(1, len(candidates) // 2)
+                if candidates is not rows else args.memory_size,
                 "uncert_metric": metric or "noisytune", "metric_k": args.metric_k, "noise_lambda": 0.1,
                 "uncertainty_from_task": 0,
             })
-            ctx = context(seed)
-            return lambda: policy.select([], rows, ctx)
+            ctx = context(seed, batch_size)
+            return lambda: policy.select([], candidates, ctx)
         return prepare
 
     wanted = set(args.policies.split(","))
@@ -218,6 +230,52 @@ def main(argv=None):
         print(f"{name:<26}{value:>10.3f}   {low:.3f}-{high:.3f}")
     summary = {"args": vars(args), "device": device_name, "audio_build_s": build_s, "seconds": results,
                "all_seconds": times, "ratios": ratios, "ratio_ranges": ratio_ranges}
+
+    # Prototype (herding): the policy's batched encoder pass vs the same policy fed one clip per batch.
+    if "prototype" in wanted:
+        proto_rows = all_rows[: args.per_clip_candidates]
+        batched = prepare_policy("prototype", None, proto_rows, args.batch_size)
+        per_clip = prepare_policy("prototype", None, proto_rows, 1)
+        run_once(per_clip, 0)
+        pairs = [(run_once(batched, r + 1), run_once(per_clip, r + 1)) for r in range(args.repeats)]
+        b_s, p_s = float(np.median([b for b, _ in pairs])), float(np.median([p for _, p in pairs]))
+        summary["prototype_per_clip_vs_batched"] = {
+            "candidates": len(proto_rows), "batch_size": args.batch_size, "batched_s": b_s, "per_clip_s": p_s,
+            "ratio": p_s / b_s, "per_repeat_ratio": [p / b for b, p in pairs]}
+        print(f"prototype (herding), {len(proto_rows)} candidates: batched ({args.batch_size} clips per pass) "
+              f"{b_s:.3f} s, one clip per pass {p_s:.3f} s: {p_s / b_s:.1f}x (goal >= 10)")
+
+    # Growth with the candidate count: noisytune and one plain forward pass, slope by least squares.
+    if args.scaling:
+        growth = {"candidates": args.scaling, "uncertainty_noisytune": [], "plain_forward": []}
+        for n in args.scaling:
+            subset = all_rows[:n]
+            subset_ids = [r["ID"] for r in subset]
+            measures_n = {"uncertainty_noisytune": prepare_policy("uncertainty", "noisytune", subset),
+                          "plain_forward": lambda seed, ids_=subset_ids: (lambda ctx: lambda: plain_predictions(
+                              ids_, ctx))(context(seed))}
+            for name, prepare in measures_n.items():
+                growth[name].append(float(np.median([run_once(prepare, r + 1) for r in range(args.scaling_repeats)])))
+        for name in ("uncertainty_noisytune", "plain_forward"):
+            x, y = np.asarray(args.scaling, float), np.asarray(growth[name])
+            slope, intercept = np.polyfit(x, y, 1)
+            fit = slope * x + intercept
+            r2 = 1 - float(np.sum((y - fit) ** 2) / max(np.sum((y - y.mean()) ** 2), 1e-30))
+            growth[f"{name}_slope_s_per_candidate"] = float(slope)
+            growth[f"{name}_intercept_s"] = float(intercept)
+            growth[f"{name}_r2"] = r2
+            # Linear: time per candidate stays the same from the smallest count to the largest.
+            growth[f"{name}_per_candidate_largest_over_smallest"] = float((y[-1] / x[-1]) / (y[0] / x[0]))
+        growth["noisytune_over_plain"] = [a / b for a, b in zip(growth["uncertainty_noisytune"],
+                                                                growth["plain_forward"])]
+        summary["growth"] = growth
+        print(f"{'candidates':<12}{'noisytune s':>14}{'plain fwd s':>14}{'ratio':>8}")
+        for n, a, b in zip(args.scaling, growth["uncertainty_noisytune"], growth["plain_forward"]):
+            print(f"{n:<12}{a:>14.3f}{b:>14.3f}{a / b:>8.2f}")
+        print(f"noisytune: slope {1000 * growth['uncertainty_noisytune_slope_s_per_candidate']:.2f} ms per candidate, "
+              f"R^2 {growth['uncertainty_noisytune_r2']:.4f}, time per candidate at {args.scaling[-1]} / at "
+              f"{args.scaling[0]}: {growth['uncertainty_noisytune_per_candidate_largest_over_smallest']:.2f}; "
+              f"plain forward slope {1000 * growth['plain_forward_slope_s_per_candidate']:.2f} ms per candidate")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
