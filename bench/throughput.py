@@ -310,9 +310,12 @@ def process_tree_pss_mb():
 def rss_bench(args, work_dir):
     """Generate ``rss_clips`` clips, fill the cache, read them all once through the cached loader sampling memory."""
     spec = DATASETS["us8k"]
-    per_cell = -(-args.rss_clips // 100)  # us8k: 100 (class, fold) cells; real cells hold at most ~100 rows
+    # us8k: 100 (class, fold) cells of up to ~150 real rows; every real row up to 8732, then cut to rss_clips.
+    per_cell = max(1000, -(-args.rss_clips // 100))
     folder = os.path.join(work_dir, "rss")
     rows, generated_s = build_corpus(args, folder, spec, per_cell, args.rss_clip_seconds)
+    if len(rows) < args.rss_clips:
+        print(f"note: the US8K layout gave {len(rows)} clips, fewer than --rss_clips={args.rss_clips}")
     rows = rows[: args.rss_clips]
     audio = AudioPipeline(spec["sample_rate"], spec["clip_seconds"], cache_folder=os.path.join(folder, "cache"))
     fill = cache_fill(rows, audio, args.fill_workers)
