@@ -1,45 +1,34 @@
 #!/usr/bin/env python3
 """Wall time of one memory update per policy and uncertainty metric.
 
-    PYTHONPATH=modules python bench/memory_update.py --n_candidates=500 --device=cuda
-    PYTHONPATH=modules python bench/memory_update.py --n_candidates=64 --duration=2 --c=1 --device=cpu --threads=1 --repeats=5
+    PYTHONPATH=modules python bench/memory_update.py --threads=1 --out=memory_update.json
+    PYTHONPATH=modules python bench/memory_update.py --n_candidates=500 --duration=5 --sample_rate=44100 --c=3 --device=cuda
 
-The candidate audio (``n_candidates`` random clips, all classes seen) is built
-once, before any timing, and kept decoded in memory: a policy's data set is a
-view on it, so neither data generation nor decoding nor disk speed is timed.
-With a BC-ResNet-``c`` on the torchlibrosa front end it then times, for each
-policy, ``select`` alone (class-balanced, ``memory_size`` < candidates so that
-every policy has to choose), and one plain forward pass over the candidates
-(``plain_predictions``) as the unit of cost. Each measurement is warmed up once,
-repeated ``--repeats`` times round-robin over the policies (so a change of load
-on the machine hits every policy alike) and the median is reported, with the
-ratios noisytune / plain forward (expected a little above 1: one encoder pass
-plus k cheap head passes), noisytune / shift and noisytune / noise (k full
-passes each, so about 1/k or less). Everything is written to ``--out`` (JSON).
-On a CPU shared with other jobs, ``--threads=1`` keeps the timings steady:
-with more threads than free cores, a preempted thread stalls the others and
-single calls vary several-fold.
+The candidate audio (random clips, all classes seen, enough for the largest
+count measured) is built once, before any timing, and kept decoded in memory: a
+policy's data set is a view on it, so neither data generation nor decoding nor
+disk speed is timed. With a BC-ResNet-``c`` on the torchlibrosa front end it
+then times, for each policy, ``select`` alone (class-balanced, ``memory_size`` <
+candidates so that every policy has to choose), and one plain forward pass over
+the candidates (``plain_predictions``) as the unit of cost. Each measurement is
+warmed up once, repeated ``--repeats`` times round-robin over the policies (so a
+change of load on the machine hits every policy alike) and the median is
+reported, with the ratios noisytune / plain forward (goal <= 1.3: one encoder
+pass plus k cheap head passes), noisytune / shift and noisytune / noise.
 
-Measured on the shared 2-core CPU of the development machine (load about 5),
-``--n_candidates=64 --duration=2 --c=1 --device=cpu --threads=1 --repeats=5``
-(64 candidates of 2 s at 44.1 kHz, BC-ResNet-1, k=4, memory 32), median of 5::
+Then, through the same public API (``FixedSizeMemory.from_hparams``):
 
-    timed call                 seconds   x plain
-    plain_forward                1.212      1.00
-    random                       0.000      0.00
-    reservoir                    0.000      0.00
-    prototype                    1.248      1.03
-    uncertainty_noisytune        1.215      1.00
-    uncertainty_shift            5.138      4.24
-    uncertainty_noise            5.303      4.37
-    uncertainty_mask             2.762      2.28
-    uncertainty_combination      4.724      3.90
-    noisytune / plain forward    1.00   (0.91-1.10 over the repeats)
-    noisytune / shift            0.24   (0.22-0.26)
-    noisytune / noise            0.23   (0.21-0.26)
+* prototype (herding) with the loader's batches (``--batch_size``) against the
+  same policy fed one clip per pass (``per_clip_candidates`` candidates; goal 10x);
+* growth: noisytune and a plain forward pass over ``--scaling`` candidate counts
+  (default 250, 500, 1000, 2000), with the least-squares slope in seconds per
+  candidate, its R^2 and the time per candidate at the largest count over that at
+  the smallest (1 = linear).
 
-With 2 threads on the same busy machine single calls varied 2-4x and the
-medians put noisytune at 0.72x a plain forward: an artefact of the load.
+Everything is written to ``--out`` (JSON). On a CPU shared with other jobs,
+``--threads=1`` keeps the timings steady: with more threads than free cores, a
+preempted thread stalls the others and single calls vary several-fold.
+Measured numbers: bench/README.md.
 """
 import argparse
 import json

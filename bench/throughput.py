@@ -333,9 +333,15 @@ def rss_bench(args, work_dir):
     tenth = [s for s in samples if s[0] <= len(rows) / 10] or samples[:1]
     peak_early = max(s[1] for s in tenth)
     peak = max(s[1] for s in samples)
+    # Bounded: the second half of the pass needs no more memory than the first (all clips held would add the cache).
+    during = samples[:-1] or samples
+    first_half = max(s[1] for s in during if s[0] <= len(rows) / 2)
+    second_half = max([s[1] for s in during if s[0] > len(rows) / 2] or [first_half])
     return {"clips": len(rows), "clip_seconds": args.rss_clip_seconds, "generated_s": generated_s, "fill": fill,
             "cache_mb": cache_mb, "workers": args.epoch_workers, "pss_before_mb": before[0],
             "peak_pss_first_tenth_mb": peak_early, "peak_pss_mb": peak, "growth_after_first_tenth_mb": peak - peak_early,
+            "peak_pss_first_half_mb": first_half, "peak_pss_second_half_mb": second_half,
+            "growth_second_half_over_first_mb": second_half - first_half,
             "loader": result, "samples": samples}
 
 
@@ -449,7 +455,8 @@ def run(args, spec, work_dir):
         summary["peak_memory"] = rss
         print(f"peak memory, {rss['clips']} cached clips of {rss['clip_seconds']:g} s ({rss['cache_mb']:.0f} MiB of "
               f"cache), one pass with {rss['workers']} workers: PSS {rss['peak_pss_first_tenth_mb']:.0f} MiB after "
-              f"the first tenth, peak {rss['peak_pss_mb']:.0f} MiB (+{rss['growth_after_first_tenth_mb']:.0f} MiB); "
+              f"the first tenth, peak {rss['peak_pss_mb']:.0f} MiB (+{rss['growth_after_first_tenth_mb']:.0f} MiB), "
+              f"second half over first half {rss['growth_second_half_over_first_mb']:+.0f} MiB; "
               f"cache fill {rss['fill']['seconds_per_1000_clips']:.1f} s per 1000 clips")
     return summary
 
