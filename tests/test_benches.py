@@ -25,13 +25,19 @@ def test_memory_update_bench_times_selection_only_and_reports_the_ratios(tmp_pat
     out = tmp_path / "mu.json"
     summary = bench.main(["--n_candidates=8", "--duration=0.25", "--c=1", "--repeats=1", "--metric_k=2",
                           "--policies=uncertainty_noisytune,uncertainty_shift,uncertainty_noise,prototype",
-                          "--device=cpu", f"--out={out}"])
+                          "--scaling=4,8", "--device=cpu", f"--out={out}"])
     assert built == [1]  # the candidate audio is made once, before any timing
     assert set(summary["seconds"]) == {"plain_forward", "prototype", "uncertainty_noisytune", "uncertainty_shift",
                                        "uncertainty_noise"}
     assert set(summary["ratios"]) == {"noisytune/plain_forward", "noisytune/shift", "noisytune/noise"}
     assert all(len(times) == 1 for times in summary["all_seconds"].values())
     assert json.loads(out.read_text())["ratios"] == summary["ratios"]
+    per_clip = summary["prototype_per_clip_vs_batched"]
+    assert per_clip["candidates"] == 8 and per_clip["ratio"] == pytest.approx(per_clip["per_clip_s"] / per_clip["batched_s"])
+    growth = summary["growth"]
+    assert growth["candidates"] == [4, 8] and len(growth["uncertainty_noisytune"]) == 2
+    assert growth["uncertainty_noisytune_slope_s_per_candidate"] == pytest.approx(
+        (growth["uncertainty_noisytune"][1] - growth["uncertainty_noisytune"][0]) / 4)  # two points: the line through them
 
 
 def test_memory_update_bench_refuses_a_memory_that_holds_every_candidate():
