@@ -196,6 +196,9 @@ def _as_is(item):
     return item
 
 
+#: Clips decoded per worker task of the parallel pass.
+DECODE_CHUNK = 16
+
 #: Below this many clips the decode pass runs in the main process: starting
 #: workers would cost more than it saves (and no progress bar is shown).
 PARALLEL_CHECK_MIN_CLIPS = 200
@@ -242,16 +245,18 @@ def check_clips(rows, audio, on_bad_audio="error", report_path=None, extra_bad=(
     unique = list({row["ID"]: row for row in rows}.values())
     decoder = _DecodeEachClip(unique, audio)
     if num_workers > 0 and len(unique) >= min_parallel_clips:
-        results = torch.utils.data.DataLoader(decoder, batch_size=None, num_workers=int(num_workers),
-                                              collate_fn=_as_is)
+        # Chunks of clips per worker task: one inter-process hand-over per chunk, not per clip.
+        chunks = torch.utils.data.DataLoader(decoder, batch_size=DECODE_CHUNK, num_workers=int(num_workers),
+                                             collate_fn=_as_is)
     else:
-        results = (decoder[i] for i in range(len(unique)))
+        chunks = ([decoder[i] for i in range(start, min(start + DECODE_CHUNK, len(unique)))]
+                  for start in range(0, len(unique), DECODE_CHUNK))
     desc = "decoding audio (cache fill)" if audio.cache_folder else "checking audio"
     bad = []
-    for clip_id, wav, error in tqdm(results, total=len(unique), desc=desc,
-                                    disable=len(unique) < PARALLEL_CHECK_MIN_CLIPS):
-        if error is not None:
-            bad.append((clip_id, wav, error))
+    with tqdm(total=len(unique), desc=desc, disable=len(unique) < PARALLEL_CHECK_MIN_CLIPS) as progress:
+        for chunk in chunks:
+            bad.extend((clip_id, wav, error) for clip_id, wav, error in chunk if error is not None)
+            progress.update(len(chunk))
     listed = [(os.path.basename(line.split(" (")[0]), line.split(" (")[0], "unreadable header: " + line) for line in extra_bad]
     if report_path and (bad or listed):
         os.makedirs(os.path.dirname(report_path) or ".", exist_ok=True)
