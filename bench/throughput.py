@@ -63,12 +63,13 @@ from soundcl.audio import AudioPipeline, check_clips, make_dataset  # noqa: E402
 from soundcl.data.manifest import read_manifest  # noqa: E402
 from soundcl.testing import miniatures  # noqa: E402
 
-#: Encoders of the supervised recipes: name -> (YAML that defines front end, normaliser, encoder, classifier).
+#: Encoders of the supervised recipes: name -> {data set: YAML that defines front end, normaliser, encoder and
+#: classifier at that data set's rate}. A data set without an entry uses the "us8k" one at its own rate.
 ENCODERS = {
-    "small_cnn": "hparams/synth/sup_train.yaml",
-    "bcresnet": "hparams/us8k/replay_train.yaml",
-    "cnn14": "hparams/us8k/sup_train.yaml",
-    "dsmn": "hparams/tau22/dsmn_train.yaml",
+    "small_cnn": {"us8k": "hparams/synth/sup_train.yaml"},
+    "bcresnet": {"us8k": "hparams/us8k/replay_train.yaml", "tau19": "hparams/tau19/replay_train.yaml"},
+    "cnn14": {"us8k": "hparams/us8k/sup_train.yaml", "tau19": "hparams/tau19/sup_train.yaml"},
+    "dsmn": {"us8k": "hparams/tau22/dsmn_train.yaml"},
 }
 
 
@@ -189,11 +190,11 @@ def cache_fill(rows, audio, num_workers):
 
 
 # ---------------------------------------------------------------------------------- training step
-def build_model(name, sample_rate, work_dir):
+def build_model(name, dataset, sample_rate, work_dir):
     """Front end, normaliser, augmentation, encoder and classifier of ``name``'s YAML at ``sample_rate``."""
     if name == "passt":
         raise NotImplementedError("passt: no recipe YAML defines it yet")
-    path = os.path.join(REPO_ROOT, ENCODERS[name])
+    path = os.path.join(REPO_ROOT, ENCODERS[name].get(dataset, ENCODERS[name]["us8k"]))
     with open(path, encoding="utf-8") as f:
         hparams = load_hyperpyyaml(f, {"data_folder": work_dir, "output_base": os.path.join(work_dir, "yaml_out"),
                                        "sample_rate": sample_rate})
@@ -223,7 +224,7 @@ def _tensors(batch):
 
 def step_rate(name, args, batches, work_dir):
     """Clips/s of the training step of ``name`` on preloaded ``batches`` (first one = warm-up)."""
-    modules, augmentation, opt_class = build_model(name, args.sample_rate, work_dir)
+    modules, augmentation, opt_class = build_model(name, args.dataset, args.sample_rate, work_dir)
     modules.train()
     optimizer = opt_class(modules.parameters())
     train_step(modules, augmentation, optimizer, *_tensors(batches[0]))  # warm-up
@@ -417,6 +418,9 @@ def run(args, spec, work_dir):
         except NotImplementedError as err:
             notes[name] = str(err)
             continue
+        except RuntimeError as err:  # e.g. a 16 kHz front end (window longer than n_fft at 48 kHz)
+            notes[name] = f"its YAML's front end does not run at {args.sample_rate} Hz: {str(err).splitlines()[0][:160]}"
+            continue
         if name == args.default_encoder:
             default_model = model
         print(f"training step {name:<10} {step[name]['clips_per_s']:8.2f} clips/s "
@@ -424,6 +428,9 @@ def run(args, spec, work_dir):
     for name, note in notes.items():
         print(f"{name}: {note}")
 
+    if args.default_encoder not in step:
+        raise SystemExit(f"error: the default encoder {args.default_encoder} was not measured: "
+                         f"{notes[args.default_encoder]}")
     epoch = epoch_rate(default_model, rows, pipeline("seq"), batches[1:], args)
     cached_rate = loader["cached"][str(args.ratio_workers)]["steady_clips_per_s"]
     step_default = step[args.default_encoder]["clips_per_s"]
