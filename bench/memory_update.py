@@ -1,45 +1,34 @@
 #!/usr/bin/env python3
 """Wall time of one memory update per policy and uncertainty metric.
 
-    PYTHONPATH=modules python bench/memory_update.py --n_candidates=500 --device=cuda
-    PYTHONPATH=modules python bench/memory_update.py --n_candidates=64 --duration=2 --c=1 --device=cpu --threads=1 --repeats=5
+    PYTHONPATH=modules python bench/memory_update.py --threads=1 --out=memory_update.json
+    PYTHONPATH=modules python bench/memory_update.py --n_candidates=500 --duration=5 --sample_rate=44100 --c=3 --device=cuda
 
-The candidate audio (``n_candidates`` random clips, all classes seen) is built
-once, before any timing, and kept decoded in memory: a policy's data set is a
-view on it, so neither data generation nor decoding nor disk speed is timed.
-With a BC-ResNet-``c`` on the torchlibrosa front end it then times, for each
-policy, ``select`` alone (class-balanced, ``memory_size`` < candidates so that
-every policy has to choose), and one plain forward pass over the candidates
-(``plain_predictions``) as the unit of cost. Each measurement is warmed up once,
-repeated ``--repeats`` times round-robin over the policies (so a change of load
-on the machine hits every policy alike) and the median is reported, with the
-ratios noisytune / plain forward (expected a little above 1: one encoder pass
-plus k cheap head passes), noisytune / shift and noisytune / noise (k full
-passes each, so about 1/k or less). Everything is written to ``--out`` (JSON).
-On a CPU shared with other jobs, ``--threads=1`` keeps the timings steady:
-with more threads than free cores, a preempted thread stalls the others and
-single calls vary several-fold.
+The candidate audio (random clips, all classes seen, enough for the largest
+count measured) is built once, before any timing, and kept decoded in memory: a
+policy's data set is a view on it, so neither data generation nor decoding nor
+disk speed is timed. With a BC-ResNet-``c`` on the torchlibrosa front end it
+then times, for each policy, ``select`` alone (class-balanced, ``memory_size`` <
+candidates so that every policy has to choose), and one plain forward pass over
+the candidates (``plain_predictions``) as the unit of cost. Each measurement is
+warmed up once, repeated ``--repeats`` times round-robin over the policies (so a
+change of load on the machine hits every policy alike) and the median is
+reported, with the ratios noisytune / plain forward (goal <= 1.3: one encoder
+pass plus k cheap head passes), noisytune / shift and noisytune / noise.
 
-Measured on the shared 2-core CPU of the development machine (load about 5),
-``--n_candidates=64 --duration=2 --c=1 --device=cpu --threads=1 --repeats=5``
-(64 candidates of 2 s at 44.1 kHz, BC-ResNet-1, k=4, memory 32), median of 5::
+Then, through the same public API (``FixedSizeMemory.from_hparams``):
 
-    timed call                 seconds   x plain
-    plain_forward                1.212      1.00
-    random                       0.000      0.00
-    reservoir                    0.000      0.00
-    prototype                    1.248      1.03
-    uncertainty_noisytune        1.215      1.00
-    uncertainty_shift            5.138      4.24
-    uncertainty_noise            5.303      4.37
-    uncertainty_mask             2.762      2.28
-    uncertainty_combination      4.724      3.90
-    noisytune / plain forward    1.00   (0.91-1.10 over the repeats)
-    noisytune / shift            0.24   (0.22-0.26)
-    noisytune / noise            0.23   (0.21-0.26)
+* prototype (herding) with the loader's batches (``--batch_size``) against the
+  same policy fed one clip per pass (``per_clip_candidates`` candidates; goal 10x);
+* growth: noisytune and a plain forward pass over ``--scaling`` candidate counts
+  (default 250, 500, 1000, 2000), with the least-squares slope in seconds per
+  candidate, its R^2 and the time per candidate at the largest count over that at
+  the smallest (1 = linear).
 
-With 2 threads on the same busy machine single calls varied 2-4x and the
-medians put noisytune at 0.72x a plain forward: an artefact of the load.
+Everything is written to ``--out`` (JSON). On a CPU shared with other jobs,
+``--threads=1`` keeps the timings steady: with more threads than free cores, a
+preempted thread stalls the others and single calls vary several-fold.
+Measured numbers: bench/README.md.
 """
 import argparse
 import json
@@ -106,13 +95,13 @@ def make_dataset_factory(audio):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n_candidates", type=int, default=500)
+    parser.add_argument("--n_candidates", type=int, default=250)
     parser.add_argument("--n_classes", type=int, default=10)
     parser.add_argument("--memory_size", type=int, default=None,
                         help="memory slots (default: half the candidates); must be below n_candidates")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per clip")
-    parser.add_argument("--sample_rate", type=int, default=44100)
-    parser.add_argument("--c", type=float, default=3, help="BC-ResNet width factor")
+    parser.add_argument("--duration", type=float, default=1.0, help="seconds per clip")
+    parser.add_argument("--sample_rate", type=int, default=16000)
+    parser.add_argument("--c", type=float, default=1, help="BC-ResNet width factor")
     parser.add_argument("--metric_k", type=int, default=4)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
@@ -121,6 +110,11 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of torch (default: torch's own choice); 1 steadies timings on a busy machine")
+    parser.add_argument("--per_clip_candidates", type=int, default=None,
+                        help="candidates of the prototype per-clip vs batched comparison (default: n_candidates)")
+    parser.add_argument("--scaling", default="250,500,1000,2000",
+                        help="candidate counts of the growth measurement (noisytune and plain forward; '' = off)")
+    parser.add_argument("--scaling_repeats", type=int, default=1, help="timed repeats per count (median)")
     parser.add_argument("--out", default="memory_update_bench.json")
     args = parser.parse_args(argv)
     if args.memory_size is None:
@@ -128,6 +122,10 @@ def parse_args(argv=None):
     if not 0 < args.memory_size < args.n_candidates:
         parser.error(f"need 0 < memory_size < n_candidates (else no policy selects anything), "
                      f"got memory_size={args.memory_size}, n_candidates={args.n_candidates}")
+    args.per_clip_candidates = args.per_clip_candidates or args.n_candidates
+    args.scaling = [int(n) for n in args.scaling.split(",") if n]
+    if any(n < 2 for n in args.scaling):
+        parser.error("--scaling counts must be >= 2")
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     unknown = set(args.policies.split(",")) - {name for name, _, _ in POLICIES}
@@ -149,18 +147,20 @@ def main(argv=None):
         "classifier": Classifier(int(round(32 * args.c)), args.n_classes),
     })
     brain = BenchBrain(modules, args.device)
-    rows = [{"ID": f"clip{i:05d}", "class_idx": i % args.n_classes} for i in range(args.n_candidates)]
-    rows_by_id = {r["ID"]: r for r in rows}
+    n_all = max([args.n_candidates, args.per_clip_candidates, *args.scaling])
+    all_rows = [{"ID": f"clip{i:05d}", "class_idx": i % args.n_classes} for i in range(n_all)]
+    rows_by_id = {r["ID"]: r for r in all_rows}
+    rows = all_rows[: args.n_candidates]
     ids = [r["ID"] for r in rows]
 
-    # Built once, outside every timed region.
+    # Built once, for the largest candidate count, outside every timed region.
     start = time.perf_counter()
-    make_dataset = make_dataset_factory(build_audio(rows, n_samples))
+    make_dataset = make_dataset_factory(build_audio(all_rows, n_samples))
     build_s = time.perf_counter() - start
 
-    def context(seed):
+    def context(seed, batch_size=args.batch_size):
         return MemoryContext(1, brain, rows_by_id, list(range(args.n_classes)), make_dataset,
-                             {"batch_size": args.batch_size}, np.random.RandomState(seed))
+                             {"batch_size": batch_size}, np.random.RandomState(seed))
 
     def sync():
         if brain.device.type == "cuda":
@@ -170,16 +170,17 @@ def main(argv=None):
         ctx = context(seed)
         return lambda: plain_predictions(ids, ctx)
 
-    def prepare_policy(mem_manage, metric):
+    def prepare_policy(mem_manage, metric, candidates=rows, batch_size=args.batch_size):
         def prepare(seed):
             # Policy and context are made outside the timed call; only select() is timed.
             policy = FixedSizeMemory.from_hparams({
-                "mode": "replay", "mem_manage": mem_manage, "memory_size": args.memory_size,
+                "mode": "replay", "mem_manage": mem_manage, "memory_size": max(1, len(candidates) // 2)
+                if candidates is not rows else args.memory_size,
                 "uncert_metric": metric or "noisytune", "metric_k": args.metric_k, "noise_lambda": 0.2,
                 "uncertainty_from_task": 0, "sample_rate": args.sample_rate,
             })
-            ctx = context(seed)
-            return lambda: policy.select([], rows, ctx)
+            ctx = context(seed, batch_size)
+            return lambda: policy.select([], candidates, ctx)
         return prepare
 
     wanted = set(args.policies.split(","))
@@ -220,6 +221,52 @@ def main(argv=None):
         print(f"{name:<26}{value:>10.3f}   {low:.3f}-{high:.3f}")
     summary = {"args": vars(args), "device": device_name, "audio_build_s": build_s, "seconds": results,
                "all_seconds": times, "ratios": ratios, "ratio_ranges": ratio_ranges}
+
+    # Prototype (herding): the policy's batched encoder pass vs the same policy fed one clip per batch.
+    if "prototype" in wanted:
+        proto_rows = all_rows[: args.per_clip_candidates]
+        batched = prepare_policy("prototype_herding", None, proto_rows, args.batch_size)
+        per_clip = prepare_policy("prototype_herding", None, proto_rows, 1)
+        run_once(per_clip, 0)
+        pairs = [(run_once(batched, r + 1), run_once(per_clip, r + 1)) for r in range(args.repeats)]
+        b_s, p_s = float(np.median([b for b, _ in pairs])), float(np.median([p for _, p in pairs]))
+        summary["prototype_per_clip_vs_batched"] = {
+            "candidates": len(proto_rows), "batch_size": args.batch_size, "batched_s": b_s, "per_clip_s": p_s,
+            "ratio": p_s / b_s, "per_repeat_ratio": [p / b for b, p in pairs]}
+        print(f"prototype (herding), {len(proto_rows)} candidates: batched ({args.batch_size} clips per pass) "
+              f"{b_s:.3f} s, one clip per pass {p_s:.3f} s: {p_s / b_s:.1f}x (goal >= 10)")
+
+    # Growth with the candidate count: noisytune and one plain forward pass, slope by least squares.
+    if args.scaling:
+        growth = {"candidates": args.scaling, "uncertainty_noisytune": [], "plain_forward": []}
+        for n in args.scaling:
+            subset = all_rows[:n]
+            subset_ids = [r["ID"] for r in subset]
+            measures_n = {"uncertainty_noisytune": prepare_policy("uncertainty", "noisytune", subset),
+                          "plain_forward": lambda seed, ids_=subset_ids: (lambda ctx: lambda: plain_predictions(
+                              ids_, ctx))(context(seed))}
+            for name, prepare in measures_n.items():
+                growth[name].append(float(np.median([run_once(prepare, r + 1) for r in range(args.scaling_repeats)])))
+        for name in ("uncertainty_noisytune", "plain_forward"):
+            x, y = np.asarray(args.scaling, float), np.asarray(growth[name])
+            slope, intercept = np.polyfit(x, y, 1)
+            fit = slope * x + intercept
+            r2 = 1 - float(np.sum((y - fit) ** 2) / max(np.sum((y - y.mean()) ** 2), 1e-30))
+            growth[f"{name}_slope_s_per_candidate"] = float(slope)
+            growth[f"{name}_intercept_s"] = float(intercept)
+            growth[f"{name}_r2"] = r2
+            # Linear: time per candidate stays the same from the smallest count to the largest.
+            growth[f"{name}_per_candidate_largest_over_smallest"] = float((y[-1] / x[-1]) / (y[0] / x[0]))
+        growth["noisytune_over_plain"] = [a / b for a, b in zip(growth["uncertainty_noisytune"],
+                                                                growth["plain_forward"])]
+        summary["growth"] = growth
+        print(f"{'candidates':<12}{'noisytune s':>14}{'plain fwd s':>14}{'ratio':>8}")
+        for n, a, b in zip(args.scaling, growth["uncertainty_noisytune"], growth["plain_forward"]):
+            print(f"{n:<12}{a:>14.3f}{b:>14.3f}{a / b:>8.2f}")
+        print(f"noisytune: slope {1000 * growth['uncertainty_noisytune_slope_s_per_candidate']:.2f} ms per candidate, "
+              f"R^2 {growth['uncertainty_noisytune_r2']:.4f}, time per candidate at {args.scaling[-1]} / at "
+              f"{args.scaling[0]}: {growth['uncertainty_noisytune_per_candidate_largest_over_smallest']:.2f}; "
+              f"plain forward slope {1000 * growth['plain_forward_slope_s_per_candidate']:.2f} ms per candidate")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)

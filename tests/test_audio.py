@@ -107,3 +107,24 @@ def test_dataset_gives_full_clips_for_evaluation_with_relative_lengths(tmp_path)
     assert torch.as_tensor(batch.class_idx).tolist() == [0, 1]
     train = make_dataset(rows, AudioPipeline(sample_rate=16000, train_duration=0.25), train=True)
     assert train[1]["sig"].shape == (4000,)
+
+
+def test_parallel_cache_fill_caches_the_same_waveforms_and_finds_the_bad_clips(tmp_path):
+    from soundcl.audio import check_clips
+
+    rows = []
+    for i, rate in enumerate([44100, 48000, 22050, 16000, 8000]):
+        path = tmp_path / f"clip{i}.wav"
+        sf.write(path, _tone(rate, 0.2, 200.0 + 50 * i), rate, subtype="PCM_16")
+        rows.append({"ID": f"clip{i}", "wav": str(path)})
+    (tmp_path / "broken.wav").write_bytes(b"this is not audio")
+    rows.append({"ID": "broken", "wav": str(tmp_path / "broken.wav")})
+    sequential = AudioPipeline(sample_rate=16000, cache_folder=str(tmp_path / "seq"))
+    parallel = AudioPipeline(sample_rate=16000, cache_folder=str(tmp_path / "par"))
+    assert check_clips(rows, sequential, on_bad_audio="skip") == {"broken"}
+    assert check_clips(rows, parallel, on_bad_audio="skip", num_workers=2, min_parallel_clips=1) == {"broken"}
+    for row in rows[:-1]:
+        seq_file = sequential._cache_path(row["wav"])
+        par_file = parallel._cache_path(row["wav"])
+        np.testing.assert_array_equal(np.load(seq_file), np.load(par_file))  # written by a worker, same waveform
+    assert len(list((tmp_path / "par").rglob("*.npy"))) == 5

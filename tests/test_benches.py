@@ -25,13 +25,19 @@ def test_memory_update_bench_times_selection_only_and_reports_the_ratios(tmp_pat
     out = tmp_path / "mu.json"
     summary = bench.main(["--n_candidates=8", "--duration=0.25", "--c=1", "--repeats=1", "--metric_k=2",
                           "--policies=uncertainty_noisytune,uncertainty_shift,uncertainty_noise,prototype",
-                          "--device=cpu", f"--out={out}"])
+                          "--scaling=4,8", "--device=cpu", f"--out={out}"])
     assert built == [1]  # the candidate audio is made once, before any timing
     assert set(summary["seconds"]) == {"plain_forward", "prototype", "uncertainty_noisytune", "uncertainty_shift",
                                        "uncertainty_noise"}
     assert set(summary["ratios"]) == {"noisytune/plain_forward", "noisytune/shift", "noisytune/noise"}
     assert all(len(times) == 1 for times in summary["all_seconds"].values())
     assert json.loads(out.read_text())["ratios"] == summary["ratios"]
+    per_clip = summary["prototype_per_clip_vs_batched"]
+    assert per_clip["candidates"] == 8 and per_clip["ratio"] == pytest.approx(per_clip["per_clip_s"] / per_clip["batched_s"])
+    growth = summary["growth"]
+    assert growth["candidates"] == [4, 8] and len(growth["uncertainty_noisytune"]) == 2
+    assert growth["uncertainty_noisytune_slope_s_per_candidate"] == pytest.approx(
+        (growth["uncertainty_noisytune"][1] - growth["uncertainty_noisytune"][0]) / 4)  # two points: the line through them
 
 
 def test_memory_update_bench_refuses_a_memory_that_holds_every_candidate():
@@ -95,7 +101,7 @@ def test_soak_kill_targets_stay_within_the_remaining_work():
 def test_linear_eval_bench_smallest_run_reports_both_ratios(tmp_path, capsys):
     bench = _load("linear_eval")
     summary = bench.main_bench([
-        "--output_base", str(tmp_path), "--number_of_epochs=30", "--measure_epochs=1",
+        "--output_base", str(tmp_path), "--number_of_epochs=30", "--measure_epochs=1", "--encoder=synth",
         "--extra=--task_classes=[[0,1],[2,3]] --encoder_channels=[8,16] --emb_dim=32 --n_mels=32 "
         "--clips_per_class_per_fold=2 --batch_size=16",
         "--encoder_extra=--number_of_epochs=1",
@@ -103,6 +109,11 @@ def test_linear_eval_bench_smallest_run_reports_both_ratios(tmp_path, capsys):
     out = capsys.readouterr().out
     assert summary["identical"], out
     assert summary["measured"]["ratio"] > 0 and summary["extrapolated"]["epochs"] == 30
+    # Timed: the linear evaluation of each task (embedding pass, epochs, tests), not the recipe start-up.
+    per_task = summary["measured"]["per_task"]["True"]
+    assert summary["measured"]["cached_s"] == pytest.approx(
+        sum(t["prepare_time_s"] + t["train_time_s"] + t["test_time_s"] for t in per_task))
+    assert summary["measured"]["cached_s"] < summary["measured"]["wall_cached_s"]
     assert "extrapolated" in out
 
 
@@ -135,3 +146,21 @@ def test_strategies_bench_runs_every_strategy_and_writes_the_report(tmp_path, sy
         assert (tmp_path / name / "1" / "results.json").exists()
     assert json.loads((tmp_path / "icarl" / "1" / "run_config.json").read_text())["memory_size"] == "8"
     assert out == str(tmp_path / "report")
+
+
+# ------------------------------------------------------------------ throughput
+def test_throughput_bench_writes_the_loader_to_step_ratio(tmp_path):
+    bench = _load("throughput")
+    out = tmp_path / "throughput.json"
+    summary = bench.main(["--clip_seconds=0.5", "--encoders=small_cnn", "--default_encoder=small_cnn",
+                          "--num_workers=0,1", "--ratio_workers=0", "--epoch_workers=1", "--fill_workers=1",
+                          "--step_batches=1", "--epoch_batches=1", "--epoch_repeats=1", "--batch_size=4",
+                          f"--work_dir={tmp_path / 'work'}", f"--out={out}"])
+    written = json.loads(out.read_text())
+    assert written["loader_to_step_ratio"] == pytest.approx(
+        written["loader"]["cached"]["0"]["steady_clips_per_s"] / written["training_step"]["small_cnn"]["clips_per_s"])
+    assert written["loader_to_step_ratio"] > 0
+    assert set(written["loader"]) == {"cached", "uncached"} and set(written["loader"]["uncached"]) == {"0", "1"}
+    assert written["cache_fill"]["sequential"]["seconds_per_1000_clips"] > 0
+    assert written["epoch"]["step_time_with_loader_over_preloaded"] > 0
+    assert written["clips"] == summary["clips"] == 100  # one clip per (class, fold) of the US8K layout

@@ -12,8 +12,10 @@ reads audio the same way:
 * evaluation: the full clip; ``PaddedBatch`` gives SpeechBrain relative lengths.
 
 Decoding and resampling are done once per clip when ``cache_folder`` is set:
-the mono waveform at the target rate is stored as ``.npy`` and memory-mapped on
-later reads, so an epoch costs a read instead of a decode plus a resample.
+the mono waveform at the target rate is stored as ``.npy`` and read back on
+later fetches, so an epoch costs a file read instead of a decode plus a
+resample; a clip is read per fetch and freed with its batch, so a corpus of
+any size never sits in memory (bench/throughput.py measures both).
 """
 import hashlib
 import logging
@@ -112,7 +114,8 @@ class AudioPipeline:
         if self.cache_folder:
             cache_path = self._cache_path(path)
             try:
-                wav = torch.from_numpy(np.load(cache_path).astype(np.float32))
+                cached = np.load(cache_path)
+                wav = torch.from_numpy(cached if cached.dtype == np.float32 else cached.astype(np.float32))
             except (OSError, ValueError):
                 wav = self.decode(path)
                 os.makedirs(os.path.dirname(cache_path), exist_ok=True)
@@ -170,13 +173,52 @@ def peak_normalize(wav, eps=1e-8):
     return wav / peak
 
 
-def check_clips(rows, audio, on_bad_audio="error", report_path=None, extra_bad=()):
+class _DecodeEachClip(torch.utils.data.Dataset):
+    """Clip ``i`` -> ``(ID, wav, error message or None)`` after one ``audio.load`` (fills the cache)."""
+
+    def __init__(self, rows, audio):
+        self.rows = rows
+        self.audio = audio
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        row = self.rows[index]
+        try:
+            self.audio.load(row["wav"])
+        except AudioReadError as err:
+            return row["ID"], row["wav"], str(err)
+        return row["ID"], row["wav"], None
+
+
+def _as_is(item):
+    return item
+
+
+#: Clips decoded per worker task of the parallel pass.
+DECODE_CHUNK = 16
+
+#: Below this many clips the decode pass runs in the main process: starting
+#: workers would cost more than it saves (and no progress bar is shown).
+PARALLEL_CHECK_MIN_CLIPS = 200
+
+
+def check_clips(rows, audio, on_bad_audio="error", report_path=None, extra_bad=(), num_workers=0,
+                min_parallel_clips=PARALLEL_CHECK_MIN_CLIPS):
     """Decode every clip once; report or drop those that cannot be used.
 
     With a cache folder this pass is the cache fill, so training never decodes
     again. A clip is bad when it cannot be decoded, holds no samples, or holds
     NaN/inf samples; such a clip would otherwise crash a batch mid-epoch or
     turn the loss into NaN.
+
+    Decoding and resampling every clip is the longest one-time wait of a run
+    (bench/throughput.py measures it per 1000 clips), so with ``num_workers > 0``
+    and at least ``min_parallel_clips`` clips it is spread over
+    data-loader worker processes; each worker writes its cache files atomically,
+    so the cache is the same as a sequential pass's. A progress bar with the
+    estimated time left is shown from that many clips on.
 
     Arguments
     ---------
@@ -189,6 +231,10 @@ def check_clips(rows, audio, on_bad_audio="error", report_path=None, extra_bad=(
         CSV written with one line per bad clip (``ID,wav,reason``).
     extra_bad : sequence of str
         Files already found unreadable (e.g. by data preparation), added to the report.
+    num_workers : int
+        Worker processes of the decode pass (0: the main process).
+    min_parallel_clips : int
+        Fewer clips than this are decoded in the main process whatever ``num_workers``.
 
     Returns
     -------
@@ -196,13 +242,21 @@ def check_clips(rows, audio, on_bad_audio="error", report_path=None, extra_bad=(
     """
     from tqdm import tqdm
 
+    unique = list({row["ID"]: row for row in rows}.values())
+    decoder = _DecodeEachClip(unique, audio)
+    if num_workers > 0 and len(unique) >= min_parallel_clips:
+        # Chunks of clips per worker task: one inter-process hand-over per chunk, not per clip.
+        chunks = torch.utils.data.DataLoader(decoder, batch_size=DECODE_CHUNK, num_workers=int(num_workers),
+                                             collate_fn=_as_is)
+    else:
+        chunks = ([decoder[i] for i in range(start, min(start + DECODE_CHUNK, len(unique)))]
+                  for start in range(0, len(unique), DECODE_CHUNK))
+    desc = "decoding audio (cache fill)" if audio.cache_folder else "checking audio"
     bad = []
-    unique = {row["ID"]: row for row in rows}
-    for clip_id, row in tqdm(unique.items(), desc="checking audio", disable=len(unique) < 200):
-        try:
-            audio.load(row["wav"])
-        except AudioReadError as err:
-            bad.append((clip_id, row["wav"], str(err)))
+    with tqdm(total=len(unique), desc=desc, disable=len(unique) < PARALLEL_CHECK_MIN_CLIPS) as progress:
+        for chunk in chunks:
+            bad.extend((clip_id, wav, error) for clip_id, wav, error in chunk if error is not None)
+            progress.update(len(chunk))
     listed = [(os.path.basename(line.split(" (")[0]), line.split(" (")[0], "unreadable header: " + line) for line in extra_bad]
     if report_path and (bad or listed):
         os.makedirs(os.path.dirname(report_path) or ".", exist_ok=True)

@@ -42,6 +42,8 @@ HPARAMS = {
     "cpu_threads": REQUIRED,
     "deterministic": False,  # True: bit-reproducible GPU runs (slower)
     "check_audio": True,  # decode every clip once at start
+    # Its num_workers also decode the clips of that start-up pass in parallel (soundcl.audio.check_clips).
+    "train_dataloader_opts": REQUIRED,
     "on_bad_audio": "error",  # or skip: leave unusable clips out, listed in bad_audio_report.csv
     # True: also TensorBoard scalars in <output_folder>/tensorboard/ (soundcl.tensorboard_log).
     "use_tensorboard": False,
@@ -190,6 +192,8 @@ def drop_bad_clips(hparams, task_rows):
         "on_bad_audio": hparams["on_bad_audio"],
         "report_path": os.path.join(hparams["output_folder"], "bad_audio_report.csv"),
         "extra_bad": [line for line in extra if line.strip()],
+        # The cache fill is the longest one-time wait: as many decoding processes as the training loader has.
+        "num_workers": int(dict(hparams["train_dataloader_opts"]).get("num_workers", 0)),
     }
     run_on_main(check_clips, kwargs=kwargs)  # decodes and caches once
     bad = check_clips(**{**kwargs, "report_path": None, "extra_bad": ()})  # cache hits
