@@ -391,6 +391,9 @@ def format_table(rows):
                                                                                        "forgetting")]
         lines.append(f"{row['method']:<22}{cells[0]:>9}{cells[1]:>9}{cells[2]:>9}{cells[3]:>12}"
                      f"{row['wall_time_s']:>10.0f}s")
+    if any(row.get("family") == "encoder" for row in rows.values()):
+        lines.append("(<x>/encoder: the SSL recipe's own cosine-kNN matrix; linear/<x>: linear evaluation `seen` "
+                     "of that encoder)")
     return "\n".join(lines)
 
 
