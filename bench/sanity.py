@@ -8,11 +8,12 @@ mixed sample rates, channel counts and bit depths, in the UrbanSound8K layout
 (``metadata/UrbanSound8K.csv``, ``audio/fold1..10/``). Each fold has its own speakers (a
 speaker = voice + variant, like UrbanSound8K's Freesound recordings that stay in one fold),
 so the test fold is spoken by voices never heard in training. The corpus is built once into
-``<out>/corpus`` (``<out>/corpus_quick`` for ``--quick``) and reused.
+``<out>/corpus`` (``--quick``: everything under ``<out>/quick/``) and reused.
 
 Then the ``hparams/us8k/`` recipes run in-process, one after the other, with settings small
-enough for 2 CPU cores (see ``SETTINGS``; the YAML's models are replaced by a 3-block CNN only
-where the YAML has the PANN CNN14), and the orderings the literature expects are checked:
+enough for 2 CPU cores (see ``SETTINGS``: a 3-block CNN instead of the YAMLs' PANN CNN14,
+BC-ResNet-1 on 32 mel bands in the replay recipe, BatchNorm statistics re-estimated before each
+validation), and the orderings the literature expects are checked:
 
 - joint training well above chance (A_last >= ``JOINT_MIN``);
 - fine-tuning forgets (BWT <= ``FINETUNE_MAX_BWT``);
@@ -30,7 +31,7 @@ where the YAML has the PANN CNN14), and the orderings the literature expects are
     PYTHONPATH=modules python bench/sanity.py --out /tmp/sanity --quick    # a smoke check, minutes
 
 Prints one table (method, A_last, A_avg, BWT, forgetting, wall time) and which orderings held;
-writes ``<out>/sanity.json`` (``<out>/sanity_quick.json``). Rerunning resumes: finished runs
+writes ``<out>/sanity.json`` (``<out>/quick/sanity_quick.json``). Rerunning resumes: finished runs
 are read back from their results.json.
 """
 import argparse
