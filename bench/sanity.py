@@ -237,8 +237,10 @@ def method_specs(settings):
         specs[f"replay/{policy}"] = ("replay_train", [*rep, "--mode=replay", f"--mem_manage={policy}"], "replay")
     ssl_common = [*SMALL_CNN, *SAMPLE, *SSL_LOADERS]
     for name in settings["ssl"]:
+        # The YAMLs' 5 warm-up epochs are sized for 50 epochs: a tenth of the run here.
         specs[f"{name}/encoder"] = (f"{name}_train", [f"hparams/us8k/{name}_train.yaml", *ssl_common,
-                                                      f"--number_of_epochs={s}"], "encoder")
+                                                      f"--number_of_epochs={s}", f"--warmup_epochs={s // 10}"],
+                                    "encoder")
     specs["random/encoder"] = ("simclr_train", ["hparams/us8k/simclr_train.yaml", *ssl_common, "--number_of_epochs=1",
                                                 "--lr_per_256=0.0", "--warmup_epochs=0"], "encoder")
     linear = ["hparams/us8k/linclf_train.yaml", *SMALL_CNN, *LOADERS, "--linclf_train_type=seen",
