@@ -1,0 +1,105 @@
+"""bench/sanity.py: the spoken-word corpus builder (when espeak-ng and sox are there) and the ordering checks."""
+import csv
+import importlib.util
+import os
+
+import pytest
+
+from conftest import REPO_ROOT
+
+
+def _load_sanity():
+    spec = importlib.util.spec_from_file_location("bench_sanity", os.path.join(REPO_ROOT, "bench", "sanity.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sanity = _load_sanity()
+
+
+def test_every_speaker_belongs_to_one_fold_and_file_names_are_unique():
+    plan = sanity.clip_plan(clips_per_class_per_fold=2)
+    assert len(plan) == 2 * len(sanity.WORDS) * sanity.N_FOLDS
+    assert len({c["slice_file_name"] for c in plan}) == len(plan)
+    fold_of_fsid = {}
+    for clip in plan:
+        assert fold_of_fsid.setdefault(clip["fsID"], clip["fold"]) == clip["fold"]
+    folds_of_speaker = {}
+    for clip in plan:
+        folds_of_speaker.setdefault(clip["voice"], set()).add(clip["fold"])
+    assert all(len(folds) == 1 for folds in folds_of_speaker.values())
+
+
+def test_missing_tools_stop_the_build_with_the_install_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(sanity.shutil, "which", lambda tool: None)
+    with pytest.raises(SystemExit, match="apt-get install espeak-ng sox"):
+        sanity.build_corpus(str(tmp_path / "corpus"), clips_per_class_per_fold=1)
+
+
+@pytest.mark.skipif(bool(sanity.missing_tools()), reason=f"needs {' and '.join(sanity.REQUIRED_TOOLS)} "
+                    "(apt-get install espeak-ng sox)")
+def test_corpus_is_read_by_the_us8k_preparation_and_built_once(tmp_path):
+    import soundfile
+
+    from soundcl.data import us8k
+
+    folder, words = str(tmp_path / "corpus"), sanity.WORDS[:3]
+    sanity.build_corpus(folder, clips_per_class_per_fold=1, words=words)
+    with open(os.path.join(folder, "metadata", "UrbanSound8K.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(words) * sanity.N_FOLDS
+    formats = set()
+    for row in rows:
+        info = soundfile.info(os.path.join(folder, "audio", f"fold{row['fold']}", row["slice_file_name"]))
+        formats.add((info.samplerate, info.channels, info.subtype))
+        assert abs(info.duration - float(row["end"])) < 0.01
+    assert len({f[0] for f in formats}) > 1 and len({f[1] for f in formats}) == 2 and len({f[2] for f in formats}) > 1
+    result = us8k.prepare(folder, str(tmp_path / "prep"), task_classes=[[0, 1], [2]])
+    assert result["classes"] == words
+
+    marker = os.path.join(folder, sanity.MARKER)
+    before = os.path.getmtime(marker)
+    sanity.build_corpus(folder, clips_per_class_per_fold=1, words=words)  # reused, not rebuilt
+    assert os.path.getmtime(marker) == before
+
+
+def _row(family, a_last, bwt=None, forgetting=None):
+    return {"family": family, "A_last": a_last, "A_avg": a_last, "BWT": bwt, "forgetting": forgetting}
+
+
+def test_orderings_on_a_handcrafted_results_dict():
+    rows = {
+        "sup/joint": _row("sup", 0.90),
+        "sup/finetune": _row("sup", 0.20, bwt=-0.80),
+        "sup/replay16": _row("sup", 0.60),
+        "sup/lwf": _row("sup", 0.15),            # below fine-tuning: does not hold
+        "sup/gdumb": _row("sup", 0.91),          # within the tolerance above joint: holds
+        "replay/joint": _row("replay", 0.40),    # not well above chance
+        "replay/finetune": _row("replay", 0.20, bwt=-0.10),   # forgets too little
+        "replay/random": _row("replay", 0.30),
+        "replay/uncertainty": _row("replay", 0.35),
+        "linear/simclr": _row("linear", 0.50, forgetting=0.30),
+        "linear/simsiam": _row("linear", 0.20, forgetting=0.10),
+        "linear/random": _row("linear", 0.25, forgetting=0.20),
+        "linear/sup_finetune": _row("linear", 0.40, forgetting=0.25),
+    }
+    held = {c["name"]: c["held"] for c in sanity.check_orderings(rows)}
+    assert held == {
+        "sup: joint well above chance": True,
+        "sup: fine-tuning forgets": True,
+        "sup/replay16 between fine-tuning and joint": True,
+        "sup/lwf between fine-tuning and joint": False,
+        "sup/gdumb between fine-tuning and joint": True,
+        "replay: joint well above chance": False,
+        "replay: fine-tuning forgets": False,
+        "replay/random between fine-tuning and joint": True,
+        "replay/uncertainty between fine-tuning and joint": True,
+        "simclr (linear seen) beats a random encoder": True,
+        "simclr (linear seen) forgets less than supervised fine-tuning": False,
+        "simsiam (linear seen) beats a random encoder": False,
+        "simsiam (linear seen) forgets less than supervised fine-tuning": True,
+        "uncertainty memory beats random memory": True,
+    }
+    del rows["sup/joint"]
+    assert {c["name"]: c["held"] for c in sanity.check_orderings(rows)}["sup/replay16 between fine-tuning and joint"] is None
