@@ -292,7 +292,7 @@ def run_method(name, spec, out, corpus):
     recalibrate = family in ("sup", "replay")
     yaml_path = hparams_file(out, args[0]) if recalibrate else os.path.join(REPO_ROOT, args[0])
     argv = [yaml_path, f"--data_folder={corpus}", f"--output_base={folder}",
-            f"--experiment_name=run", f"--audio_cache={os.path.join(out, 'audio_cache')}", "--noprogressbar"]
+            "--experiment_name=run", f"--audio_cache={os.path.join(out, 'audio_cache')}", "--noprogressbar"]
     if recalibrate:
         argv.append(f"--recalibrate_bn_clips={RECALIBRATE_BN_CLIPS}")
     for arg in args[1:]:

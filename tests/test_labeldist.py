@@ -1,5 +1,4 @@
 """Label distillation next to SupCLR (soundcl.labeldist, recipes/sup_labeldist.py)."""
-import os
 
 import pytest
 import torch

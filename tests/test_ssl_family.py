@@ -5,7 +5,6 @@ import re
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import recipe_argv, run_recipe
 from soundcl.barlow import barlow_twins_loss

@@ -246,20 +246,7 @@ def normalised_herding(features, target, n_select):
     mean is normalised before the distance and the target is given (a class mean
     fixed when the class was first seen).
     """
-    features = torch.as_tensor(features, dtype=torch.float64)
-    target = torch.as_tensor(target, dtype=torch.float64)
-    available = torch.ones(features.shape[0], dtype=torch.bool)
-    running = torch.zeros_like(target)
-    picked = []
-    for _ in range(min(n_select, features.shape[0])):
-        candidate_means = torch.nn.functional.normalize(running[None, :] + features, dim=1)
-        distances = torch.linalg.vector_norm(target[None, :] - candidate_means, dim=1)
-        distances[~available] = float("inf")
-        j = int(torch.argmin(distances))
-        picked.append(j)
-        running += features[j]
-        available[j] = False
-    return picked
+    return herding(features, n_select, target=target, normalise_mean=True)
 
 
 class AscclPrototypeMemory(MemoryPolicy):

@@ -127,22 +127,26 @@ def perturbed_predictions(ids, context, perturbation, k, generator):
     return _in_order(ids, out_ids, torch.cat(preds)) if preds else torch.zeros(0, k, dtype=torch.long)
 
 
-def herding(features, n_select):
-    """iCaRL herding: indices of ``n_select`` rows whose running mean tracks the mean.
+def herding(features, n_select, target=None, normalise_mean=False):
+    """Herding: indices of ``n_select`` rows whose running mean tracks ``target``.
 
     features : [n, dim] (already L2-normalised) -> list of ``min(n_select, n)``
     distinct row indices, in the order picked. Step i picks the row that brings
-    the mean of the i rows picked so far closest (L2) to the mean of all rows;
-    ties go to the lowest index.
+    the mean of the i rows picked so far closest (L2) to ``target`` [dim] (default:
+    the mean of all rows, iCaRL); ``normalise_mean`` L2-normalises that running mean
+    first (ASC-CL, :func:`soundcl.memory.normalised_herding`). Ties go to the lowest index.
     """
     features = torch.as_tensor(features, dtype=torch.float64)
     n = features.shape[0]
-    target = features.mean(dim=0)
+    target = features.mean(dim=0) if target is None else torch.as_tensor(target, dtype=torch.float64)
     running = torch.zeros_like(target)
     available = torch.ones(n, dtype=torch.bool)
     picked = []
     for i in range(1, min(n_select, n) + 1):
-        distances = torch.linalg.vector_norm(target[None, :] - (running[None, :] + features) / i, dim=1)
+        means = (running[None, :] + features) / i
+        if normalise_mean:
+            means = torch.nn.functional.normalize(means, dim=1)
+        distances = torch.linalg.vector_norm(target[None, :] - means, dim=1)
         distances[~available] = float("inf")
         j = int(torch.argmin(distances))
         picked.append(j)
