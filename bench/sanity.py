@@ -11,9 +11,9 @@ so the test fold is spoken by voices never heard in training. The corpus is buil
 ``<out>/corpus`` (``--quick``: everything under ``<out>/quick/``) and reused.
 
 Then the ``hparams/us8k/`` recipes run in-process, one after the other, with settings small
-enough for 2 CPU cores (see ``SETTINGS``: a 3-block CNN instead of the YAMLs' PANN CNN14,
-BC-ResNet-1 on 32 mel bands in the replay recipe, BatchNorm statistics re-estimated before each
-validation), and the orderings the literature expects are checked:
+enough for 2 CPU cores (see ``SETTINGS``: a 3-block CNN14-style CNN instead of the YAMLs'
+CNN14 / ECAPA-TDNN, Kim et al.'s BC-ResNet-1 on 32 mel bands instead of the replay recipe's
+ASC-CL BCResNet_Mod, BatchNorm statistics re-estimated before each validation), and the orderings the literature expects are checked:
 
 - joint training well above chance (A_last >= ``JOINT_MIN``);
 - fine-tuning forgets (BWT <= ``FINETUNE_MAX_BWT``);
@@ -195,20 +195,26 @@ def build_corpus(folder, clips_per_class_per_fold, seed=0, workers=2, words=WORD
 #: size; ``keep``: replay_num_keep of sup_train (clips per finished task); ``fixed_memory``: memory_size of
 #: the sup_train strategies with a fixed-size memory (er_ace, derpp, gdumb, icarl).
 SETTINGS = {
-    "full": {"clips_per_class_per_fold": 8, "epochs": 10, "ssl_epochs": 10, "linear_epochs": 15, "sup_lr": 0.005,
+    "full": {"clips_per_class_per_fold": 8, "epochs": 10, "ssl_epochs": 10, "linear_epochs": 15, "sup_lr": 0.05, "linear_lr": 0.05,
              "memory": 60, "keep": 16, "fixed_memory": 60,
              "strategies": ["lwf", "ewc", "icarl", "derpp", "er_ace", "gdumb"],
              "policies": ["random", "uncertainty", "reservoir", "prototype"], "ssl": ["simclr", "simsiam"]},
-    "quick": {"clips_per_class_per_fold": 4, "epochs": 4, "ssl_epochs": 3, "linear_epochs": 8, "sup_lr": 0.005,
+    "quick": {"clips_per_class_per_fold": 4, "epochs": 4, "ssl_epochs": 3, "linear_epochs": 8, "sup_lr": 0.05, "linear_lr": 0.05,
               "memory": 30, "keep": 8, "fixed_memory": 30,
               "strategies": ["lwf"], "policies": ["random"], "ssl": ["simclr"]},
 }
 ALL_CLASSES = "[[3,8,9,4,1,7,5,2,6,0]]"
-#: A 3-block CNN instead of the us8k YAMLs' PANN CNN14 (and its front end at 40 mel bands).
-SMALL_CNN = ["--encoder_channels=[16,32,64]", "--emb_dim=64", "--n_mels=40"]
-#: BC-ResNet-1 on 32 mel bands instead of the replay YAML's BC-ResNet-3 on 64: a tenth of the compute
-#: (BC-ResNet-3 takes 8x the time of the 3-block CNN per clip on CPU: the whole budget).
-SMALL_BCRESNET = ["--bcresnet_c=1", "--emb_dim=32", "--n_mels=32"]
+#: A 3-block CNN instead of the us8k YAMLs' CNN14 (sup_train, linclf) and ECAPA-TDNN (simclr, simsiam):
+#: the CNN14 of ``encoder: cnn14`` with conv blocks of 16 and 32 channels, then its embedding block of
+#: 64 channels (``embedding_head: pool``: mean + max pool of that block, as cssl_sound's CNN14), on 40 mel bands.
+SMALL_CNN = ["--encoder=cnn14", "--encoder_channels=[16,32]", "--emb_dim=64", "--embedding_head=pool", "--n_mels=40"]
+#: sup_train has no ``encoder`` key (always CNN14).
+SMALL_CNN_SUP = [arg for arg in SMALL_CNN if not arg.startswith("--encoder=")]
+#: Kim et al.'s BC-ResNet-1 (``replay_encoder: bcresnet``, width 1, embedding 32 * 1) on 32 mel bands
+#: instead of the replay YAML's ASC-CL BCResNet_Mod (c = 40) on 64: soundcl's earlier replay encoder
+#: at a third of its width, the only width that fits the budget (BC-ResNet-3 takes 8x the time of
+#: the 3-block CNN per clip on CPU).
+SMALL_BCRESNET = ["--replay_encoder=bcresnet", "--bcresnet_c=1", "--n_mels=32"]
 SAMPLE = ["--train_duration=1.5", "--batch_size=16"]
 LOADERS = ["--train_dataloader_opts={batch_size: 16, shuffle: True, num_workers: 0}",
            "--eval_dataloader_opts={batch_size: 32, num_workers: 0}"]
@@ -222,8 +228,10 @@ def method_specs(settings):
     ``family`` groups the runs whose ordering is checked against the same fine-tuning and joint.
     """
     e, s = settings["epochs"], settings["ssl_epochs"]
-    sup = ["hparams/us8k/sup_train.yaml", *SMALL_CNN, *SAMPLE, *LOADERS, f"--number_of_epochs={e}",
-           f"--lr={settings['sup_lr']}", f"--lr_final={settings['sup_lr'] / 10}"]
+    # SGD + cosine as the YAML, but a higher rate than cssl_sound's batch_size * 0.03 / 256 and no
+    # warm-up: its 5 warm-up epochs and rate are sized for 50 epochs.
+    sup = ["hparams/us8k/sup_train.yaml", *SMALL_CNN_SUP, *SAMPLE, *LOADERS, f"--number_of_epochs={e}",
+           f"--lr={settings['sup_lr']}", f"--lr_final={settings['sup_lr'] / 10}", "--warmup_epochs=0"]
     rep = ["hparams/us8k/replay_train.yaml", *SMALL_BCRESNET, *SAMPLE, *LOADERS, f"--number_of_epochs={e}",
            f"--patience={e}", f"--memory_size={settings['memory']}"]
     specs = {
@@ -244,7 +252,7 @@ def method_specs(settings):
     specs["random/encoder"] = ("simclr_train", ["hparams/us8k/simclr_train.yaml", *ssl_common, "--number_of_epochs=1",
                                                 "--lr_per_256=0.0", "--warmup_epochs=0"], "encoder")
     linear = ["hparams/us8k/linclf_train.yaml", *SMALL_CNN, *LOADERS, "--linclf_train_type=seen",
-              f"--number_of_epochs={settings['linear_epochs']}"]
+              f"--number_of_epochs={settings['linear_epochs']}", f"--lr={settings['linear_lr']}"]
     for encoder in [*settings["ssl"], "random", "sup_finetune"]:
         source = "sup/finetune" if encoder == "sup_finetune" else f"{encoder}/encoder"
         specs[f"linear/{encoder}"] = ("linclf_train", [*linear, f"@encoder={source}"], "linear")
