@@ -91,3 +91,17 @@ def test_a_rerun_with_other_hparams_stops_naming_them_and_the_same_command_resum
     resumed = run_recipe("sup_train", [a for a in argv if not a.startswith("--stop_after_task")])
     assert not resumed["partial"] and resumed["accuracy_matrix"][0][0] == first["accuracy_matrix"][0][0]
     assert resumed["torch_num_threads"] == 1
+
+
+@pytest.mark.parametrize("hparams, expected", [
+    ({"replay_encoder": "bcresnet3"}, "replay_encoder='bcresnet3' is not valid"),
+    ({"backbone": "vit"}, "backbone='vit' is not valid"),
+    ({"passt_pretrained_path": "/nonexistent/passt.pt"}, "passt_pretrained_path='/nonexistent/passt.pt' is not valid: expected the path of a local checkpoint"),
+])
+def test_model_choices_and_missing_weights_fail_at_the_config_check(hparams, expected):
+    from soundcl import config
+    from soundcl.contract import ConfigError
+
+    with pytest.raises(ConfigError, match=expected):
+        config.validate(hparams)
+    config.validate({"replay_encoder": "ascl_bcresnet", "backbone": "dsmn", "passt_pretrained_path": None})

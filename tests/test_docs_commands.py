@@ -84,7 +84,7 @@ def _fill(value, tmp):
 
 
 def _recipe_argv(argv, tmp):
-    """argv (yaml, options) with placeholders and folders filled; the folders exist."""
+    """argv (yaml, options) with placeholders and folders filled; the folders (and ``*_path`` files) exist."""
     yaml, options = argv[0], []
     for option in argv[1:]:
         assert option.startswith("--"), f"not an option: {option}"
@@ -92,7 +92,11 @@ def _recipe_argv(argv, tmp):
         value = _fill(value, tmp)
         if key in FOLDER_OPTIONS:
             value = os.path.join(str(tmp), "folders", key)
-        if value.startswith(str(tmp)) and key not in ("output_base",):
+        if value.startswith(str(tmp)) and key.endswith("_path"):
+            # A checkpoint path (e.g. passt_pretrained_path) must name an existing file: an empty stand-in.
+            os.makedirs(os.path.dirname(value), exist_ok=True)
+            open(value, "a").close()
+        elif value.startswith(str(tmp)) and key not in ("output_base",):
             os.makedirs(value, exist_ok=True)
         options.append(f"--{key}={value}" if sep else f"--{key}")
     return yaml, options

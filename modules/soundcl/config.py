@@ -32,6 +32,8 @@ CHOICES = {
     "sup_loss_views": ("first", "both"),
     "encoder_checkpoint": ("last", "final"),
     "encoder": ("cnn14", "ecapa"),
+    "replay_encoder": ("ascl_bcresnet", "bcresnet"),
+    "backbone": ("passt", "dsmn"),
     # soundcl.strategies.STRATEGIES (recipes/sup_train.py)
     "strategy": ("finetune_or_replay", "joint", "joint_incremental", "lwf", "ewc", "er_ace", "derpp", "gdumb", "icarl"),
 }
@@ -78,6 +80,12 @@ def validate(hparams):
     for key, allowed in CHOICES.items():
         if key in hparams and hparams[key] is not None and str(hparams[key]) not in allowed:
             _fail(key, hparams[key], "one of " + ", ".join(allowed))
+
+    # Local weights only (never downloaded): a wrong path stops before anything is built.
+    for key in sorted(k for k in hparams if k.endswith("pretrained_path")):
+        path = hparams[key]
+        if path is not None and not os.path.isfile(str(path)):
+            _fail(key, path, "the path of a local checkpoint file (weights are never downloaded; see docs/ondevice.md)")
 
     if "replay_num_keep" in hparams:
         value = hparams["replay_num_keep"]
