@@ -103,3 +103,29 @@ def test_orderings_on_a_handcrafted_results_dict():
     }
     del rows["sup/joint"]
     assert {c["name"]: c["held"] for c in sanity.check_orderings(rows)}["sup/replay16 between fine-tuning and joint"] is None
+
+
+@pytest.mark.parametrize("mode", ["full", "quick"])
+def test_every_method_is_accepted_by_its_recipe_start_up_check(mode, tmp_path):
+    """The bench's overrides (optimizer, SpecAugment, encoders ...) pass each recipe's config check:
+    a renamed key or a refused value fails here, not 20 minutes into the benchmark."""
+    import runpy
+
+    import speechbrain as sb
+
+    from soundcl.recipe import check_config
+
+    out, corpus = str(tmp_path / "out"), str(tmp_path / "corpus")
+    os.makedirs(corpus)
+    specs = sanity.method_specs(sanity.SETTINGS[mode])
+    assert {"sup/joint", "sup/finetune", "replay/joint", "replay/finetune", "linear/random"} <= set(specs)
+    for name, spec in specs.items():
+        os.makedirs(os.path.join(sanity.run_dir(out, name), "run", "1986", "save"), exist_ok=True)
+    for name, spec in specs.items():
+        argv = sanity.recipe_argv(name, spec, out, corpus)
+        needs = runpy.run_path(os.path.join(REPO_ROOT, "recipes", f"{spec[0]}.py"), run_name="bench_check")["NEEDS"]
+        overrides = sb.parse_arguments(argv)[2]
+        try:
+            check_config(argv[0], overrides, needs)
+        except SystemExit as err:
+            pytest.fail(f"{mode} {name}: refused: {err}")
