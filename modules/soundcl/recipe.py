@@ -14,6 +14,7 @@ A recipe (``recipes/*.py``) reads top to bottom::
 ``NEEDS`` lists what the recipe is made of (this module, the task loop, the
 Brain, the policies); each declares the hparams it reads (:mod:`soundcl.contract`).
 """
+import atexit
 import json
 import logging
 import os
@@ -81,7 +82,16 @@ def load_hparams(hparams_file, overrides, needs):
     torch.set_num_threads(int(hparams["cpu_threads"]))
     if hparams["deterministic"]:
         use_deterministic_algorithms()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Gloo's threads must be joined before the interpreter tears down: left to the C++ static
+        # destructors, a rank can abort at exit ("terminate called without an active exception").
+        atexit.register(_destroy_process_group)
     return hparams
+
+
+def _destroy_process_group():
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def use_deterministic_algorithms():
