@@ -13,6 +13,8 @@ import ruamel.yaml
 from hyperpyyaml import resolve_references
 
 from soundcl.contract import ConfigError
+from soundcl.models.ascl_bcresnet import REPLAY_ENCODERS
+from soundcl.models.encoders import ENCODER_KINDS
 
 #: Keys whose values come from a fixed set, wherever a recipe uses them.
 CHOICES = {
@@ -31,8 +33,8 @@ CHOICES = {
     "valid_replay": ("fraction", "count"),
     "sup_loss_views": ("first", "both"),
     "encoder_checkpoint": ("last", "final"),
-    "encoder": ("cnn14", "ecapa"),
-    "replay_encoder": ("ascl_bcresnet", "bcresnet"),
+    "encoder": ENCODER_KINDS,
+    "replay_encoder": REPLAY_ENCODERS,
     "backbone": ("passt", "dsmn"),
     # soundcl.strategies.STRATEGIES (recipes/sup_train.py)
     "strategy": ("finetune_or_replay", "joint", "joint_incremental", "lwf", "ewc", "er_ace", "derpp", "gdumb", "icarl"),
