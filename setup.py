@@ -1,11 +1,23 @@
 """Installable soundcl package: continual learning of sound classes on SpeechBrain."""
+import importlib.util
+import os
+
 from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The torch family soundcl is tested with, pinned EXACTLY: one source, soundcl.install_check.PINNED
+# (a stdlib-only file, loaded by path: the package's dependencies are not installed yet).
+_spec = importlib.util.spec_from_file_location("install_check", os.path.join(HERE, "modules", "soundcl", "install_check.py"))
+_install_check = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_install_check)
+TORCH_FAMILY = {package: f"{package}=={version}" for package, version in _install_check.PINNED.items()}
 
 setup(
     name="soundcl",
     version="0.1.0",
     description="SpeechBrain recipes for continual (class-incremental) learning of sound classes",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="MIT",
     package_dir={"": "modules"},
@@ -16,10 +28,12 @@ setup(
         # Checkpointer._list_checkpoint_dirs (no public hooks): pinned, checked by
         # tests/test_speechbrain_assumptions.py.
         "speechbrain>=1.1,<1.2",
-        # torchaudio is compiled against exactly one torch release: pin the pair to the
-        # same minor version so pip can never combine, e.g., torch 2.15 with torchaudio 2.11.
-        "torch>=2.11,<2.12",
-        "torchaudio>=2.11,<2.12",
+        # The binary-coupled torch family is pinned EXACTLY (TORCH_FAMILY): torchaudio's
+        # libtorchaudio.so and torchvision's ops are compiled against one torch build, and a
+        # patch upload (torchaudio 2.11.1 beside torch 2.11.0) fails at `import speechbrain`.
+        # Another torch/CUDA: docs/install.md. Newest allowed uploads: bench/upstream_check.py.
+        TORCH_FAMILY["torch"],
+        TORCH_FAMILY["torchaudio"],
         "hyperpyyaml",
         "torchlibrosa",
         "torchmetrics",
@@ -31,12 +45,12 @@ setup(
     extras_require={
         # passt is part of the test install (the PaSST tests and hparams cells need it; ~15 MB of wheels).
         "test": ["pytest", "pytest-timeout", "onnx", "onnxruntime", "onnxscript", "tensorboard",
-                 "hear21passt", "timm", "torchvision>=0.26,<0.27"],
+                 "hear21passt", "timm", TORCH_FAMILY["torchvision"]],
         "export": ["onnx", "onnxruntime", "onnxscript"],
         # use_tensorboard=True (soundcl.tensorboard_log, SpeechBrain's TensorboardLogger)
         "tensorboard": ["tensorboard"],
         # soundcl.models.passt (PaSST). timm pulls torchvision, which is built against exactly one
         # torch release: torchvision 0.26 <-> torch 2.11 (else `import timm` fails on torchvision::nms).
-        "passt": ["hear21passt", "timm", "torchvision>=0.26,<0.27"],
+        "passt": ["hear21passt", "timm", TORCH_FAMILY["torchvision"]],
     },
 )
