@@ -100,7 +100,8 @@ def run_torchrun(name, argv, nproc=2, timeout=600):
     import subprocess
     import sys
 
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO_ROOT, "modules"), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO_ROOT, "modules"), OMP_NUM_THREADS="1",
+               PYTHONFAULTHANDLER="1", TORCH_SHOW_CPP_STACKTRACES="1")  # a crashing rank prints every thread's stack
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     script = os.path.join(REPO_ROOT, "recipes", f"{name}.py")
     return subprocess.run([*torchrun, script, *argv], env=env, capture_output=True, text=True, timeout=timeout)
