@@ -86,7 +86,7 @@ SIZES = {
         passt=dict(), passt_patchout=(40, 4), passt_seconds=10.0, passt_batch=16, passt_steps=10,
         noisytune=["--n_candidates=1000", "--duration=4", "--batch_size=32", "--repeats=3", "--metric_k=4"],
         linear_eval=["--encoder=cnn14", "--measure_epochs=2", "--number_of_epochs=30"],
-        linear_eval_extra=["--clips_per_class_per_fold=2", "--batch_size=32"],
+        linear_eval_extra=["--batch_size=32"],
         estimate_s={"recipes": 150, "cnn14": 90, "passt": 40, "noisytune": 30, "linear_eval": 120},
     ),
     "tiny": dict(
@@ -221,7 +221,7 @@ def machine_info(device):
     info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "commit": throughput._git_commit(), "platform": platform.platform(), "python": platform.python_version(),
             "cpus": os.cpu_count(), "load_average": os.getloadavg(), "torch": torch.__version__,
-            "speechbrain": speechbrain.__version__, "cuda": torch.version.cuda,
+            "speechbrain": speechbrain.__version__, "torch_cuda_build": torch.version.cuda,
             "cuda_available": torch.cuda.is_available(), "device": str(device)}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -442,8 +442,9 @@ def start_recipes(args, sizes, device, work, logs, deadline):
         checks = {}
         for family, by_cfg in runs.items():
             for key, run in by_cfg.items():
-                check = {"ran": run.get("returncode") == 0, "finite": run.get("finite", False)}
-                ok = check["ran"] and check["finite"] and "error" not in run
+                check = {"ran": run.get("returncode") == 0, "finite": run.get("finite", False),
+                         "two_tasks": run.get("finished_tasks") == 2}
+                ok = check["ran"] and check["finite"] and check["two_tasks"] and "error" not in run
                 if key != ref_key:
                     check.update(compare(run, by_cfg.get(ref_key, {}), args.acc_atol, args.loss_rtol))
                     ok = ok and check["comparable"]
@@ -570,17 +571,13 @@ def section_noisytune(args, sizes, device, work, figures):
 
 def section_linear_eval(args, sizes, device, work, figures):
     base = os.path.join(work, "linear_eval")
-    data_folder = os.path.join(work, "synth", "UrbanSound8K")
-    extra = [f"--device={device}", f"--data_folder={data_folder}", f"--audio_cache={work}/recipes/audio_cache",
-             *sizes["linear_eval_extra"]]
+    data_folder = synthetic.generate(os.path.join(base, "synth", "UrbanSound8K"), clips_per_class_per_fold=2, seed=1234)
+    extra = [f"--device={device}", f"--data_folder={data_folder}", f"--audio_cache={base}/audio_cache",
+             "--clips_per_class_per_fold=2", *sizes["linear_eval_extra"]]
     argv = [sys.executable, os.path.join(REPO_ROOT, "bench", "linear_eval.py"), f"--output_base={base}",
             *sizes["linear_eval"]]
-    if args.tiny:  # the recipes' tiny encoder
-        extra += [f"--clips_per_class_per_fold={sizes['recipe_clips']}", "--task_classes=[[0,1],[2,3]]",
-                  *sizes["recipe_encoder"], "--batch_size=16"]
-    if not os.path.isdir(data_folder):
-        synthetic.generate(data_folder, clips_per_class_per_fold=sizes["recipe_clips"], seed=1234)
-        extra.append(f"--clips_per_class_per_fold={sizes['recipe_clips']}")
+    if args.tiny:  # the recipes' tiny encoder, 2 tasks
+        extra += ["--task_classes=[[0,1],[2,3]]", *sizes["recipe_encoder"], "--batch_size=16"]
     argv.append("--extra=" + " ".join(extra))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([MODULES, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     log_path = os.path.join(args.out, "logs", "linear_eval.log")
@@ -647,7 +644,7 @@ def _fmt(value):
 def write_table(report, path):
     m = report["machine"]
     lines = [f"# GPU bench ({'--tiny, ' if report['args']['tiny'] else ''}{m['device']}: {m['device_name']})", "",
-             f"{m['date']}, commit {m['commit']}, torch {m['torch']}, CUDA {m['cuda']}, SpeechBrain {m['speechbrain']}, "
+             f"{m['date']}, commit {m['commit']}, torch {m['torch']} (CUDA build {m['torch_cuda_build']}), SpeechBrain {m['speechbrain']}, "
              f"{m['cpus']} CPUs, wall {report['wall_s']:.0f} s (budget {report['args']['budget_s']:g} s). "
              f"Result: **{'PASS' if not report['failures'] else 'FAIL'}**.", "",
              "| figure | value | unit | goal | met | note |", "|---|---|---|---|---|---|"]
