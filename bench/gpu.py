@@ -248,8 +248,7 @@ def recipe_families(sizes, data_folder, miniatures):
                                     "--memory_size=8", "--metric_k=2", "--uncertainty_from_task=0"]),
         "simclr_train": ("simclr_train", "hparams/synth/simclr_train.yaml", [*synth, *encoder]),
         "dsmn_train": ("dsmn_train", "hparams/synth/dsmn_train.yaml",
-                       [*synth[:3], "--task_classes=[[0,1,2,3,4],[5,6,7,8,9]]", "--dsmn_channels=[8,8,8]",
-                        "--calibration_batches=2"]),
+                       [*synth, "--dsmn_channels=[8,8,8]", "--calibration_batches=2"]),
         "sit_train_passt": ("sit_train", "hparams/tau22/sit_train.yaml",
                             [f"--cochl_folder={cochl}", f"--tau22_folder={tau22}", "--passt_depth=1",
                              "--passt_embed_dim=32", "--passt_heads=2", "--passt_input_tdim=198",
@@ -481,6 +480,8 @@ def section_cnn14(args, sizes, device, work, figures):
         with PeakMemory(device) as peak:
             modules, augmentation, opt_class = throughput.build_model(encoder, "us8k", spec["sample_rate"], work)
             modules.to(device).train()
+            if isinstance(augmentation, torch.nn.Module):  # a Brain calls it from hparams on the device's features
+                augmentation.to(device)
             model = (modules, augmentation, opt_class(modules.parameters()))
             step = device_step(device, precision)
             rate = throughput.time_steps(model, on_device[: sizes["step_batches"] + 1], step=step)
