@@ -148,7 +148,6 @@ FIGURES = {
     "memory.cnn14_bf16_loader_peak_mib": ("MiB", None),
     "memory.passt_bf16_peak_mib": ("MiB", None),
     "memory.noisytune_peak_mib": ("MiB", None),
-    "memory.linear_eval_peak_mib": ("MiB", None),
 }
 
 
@@ -397,7 +396,8 @@ def start_recipes(args, sizes, device, work, logs, deadline):
     def command(family, cfg):
         extra = []
         if family == "linclf_train":
-            extra = [f"--ssl_checkpoints_dir={os.path.join(recipe_work, run_name('simclr_train', *cfg), '1986', 'save')}"]
+            encoder = os.path.join(recipe_work, run_name("simclr_train", *cfg), "1986", "save")
+            extra = [f"--ssl_checkpoints_dir={encoder}"]
         return recipe_command(family, families[family], cfg[0], cfg[1], recipe_work, extra)
 
     def batch(pairs, wait_for=None):
@@ -540,14 +540,17 @@ def section_passt(args, sizes, device, work, figures):
         model = (modules, None, torch.optim.Adam(modules.parameters(), lr=1e-5))
         n = int(seconds * sample_rate)
         generator = torch.Generator().manual_seed(0)
-        batches = [types.SimpleNamespace(
+        batches = [types.SimpleNamespace(  # preloaded on the device, as batch_tensors reads a loader batch
             id=list(range(batch)), sig=((0.1 * torch.randn(batch, n, generator=generator)).to(device),
                                         torch.ones(batch, device=device)),
-            class_idx=torch.randint(10, (batch,), generator=generator).to(device)) for _ in range(sizes["passt_steps"] + 1)]
+            class_idx=torch.randint(10, (batch,), generator=generator).to(device))
+            for _ in range(sizes["passt_steps"] + 1)]
         rate = throughput.time_steps(model, batches, step=device_step(device, "bf16"))
     rate["parameters"] = sum(p.numel() for p in modules.parameters())
-    config = (f"PaSST {'(' + ', '.join(f'{k}={v}' for k, v in sizes['passt'].items()) + ')' if sizes['passt'] else passt.PaSST.__init__.__defaults__[0]}"
-              f" {rate['parameters'] / 1e6:.1f} M parameters, random weights, patchout {patch_t} x {patch_f}, "
+    size = ("(" + ", ".join(f"{k}={v}" for k, v in sizes["passt"].items()) + ")" if sizes["passt"]
+            else embedding.arch)
+    config = (f"PaSST {size} {rate['parameters'] / 1e6:.2f} M parameters, random weights, "
+              f"patchout {patch_t} x {patch_f}, "
               f"batch {batch} x {seconds:g} s at 32 kHz, bf16, front end on {device}")
     figures["passt.train_step_bf16_clips_per_s"] = figure(rate["clips_per_s"], "clips/s", note=config)
     figures["memory.passt_bf16_peak_mib"] = peak.figure(config)
@@ -582,7 +585,7 @@ def section_linear_eval(args, sizes, device, work, figures):
     argv.append("--extra=" + " ".join(extra))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([MODULES, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     log_path = os.path.join(args.out, "logs", "linear_eval.log")
-    with PeakMemory(device) as peak, open(log_path, "w", encoding="utf-8") as log:
+    with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
     if proc.returncode != 0:
         with open(log_path, encoding="utf-8", errors="replace") as f:
@@ -596,10 +599,6 @@ def section_linear_eval(args, sizes, device, work, figures):
         extrapolated["ratio"], "ratio", ">= 10", f"re-encoding every epoch / cached embeddings, "
         f"{extrapolated['epochs']} epochs per task (extrapolated from the measured epochs when fewer), {what}")
     figures["linear_eval.reencoding_over_cached_measured"] = figure(measured["ratio"], "ratio", note=what)
-    # The recipes ran in a subprocess: this process's allocator saw nothing.
-    figures["memory.linear_eval_peak_mib"] = (
-        not_applicable("MiB", "the linear evaluation runs as a subprocess: its peak is not this process's "
-                              "(see the recipe logs)") if device.type == "cuda" else peak.figure("linear evaluation"))
     del summary["measured"]["per_task"]
     return dict(summary, identical_matrices=summary["identical"], log=os.path.relpath(log_path, args.out))
 
@@ -645,8 +644,9 @@ def _fmt(value):
 def write_table(report, path):
     m = report["machine"]
     lines = [f"# GPU bench ({'--tiny, ' if report['args']['tiny'] else ''}{m['device']}: {m['device_name']})", "",
-             f"{m['date']}, commit {m['commit']}, torch {m['torch']} (CUDA build {m['torch_cuda_build']}), SpeechBrain {m['speechbrain']}, "
-             f"{m['cpus']} CPUs, wall {report['wall_s']:.0f} s (budget {report['args']['budget_s']:g} s). "
+             f"{m['date']}, commit {m['commit']}, torch {m['torch']} (CUDA build {m['torch_cuda_build']}), "
+             f"SpeechBrain {m['speechbrain']}, {m['cpus']} CPUs, wall {report['wall_s']:.0f} s "
+             f"(budget {report['args']['budget_s']:g} s). "
              f"Result: **{'PASS' if not report['failures'] else 'FAIL'}**.", "",
              "| figure | value | unit | goal | met | note |", "|---|---|---|---|---|---|"]
     for key, fig in report["figures"].items():
@@ -661,8 +661,8 @@ def write_table(report, path):
         for family, by_cfg in recipes["runs"].items():
             for key, run in by_cfg.items():
                 check = recipes["checks"][f"{family} {key}"]
-                versus = ("(reference)" if key == recipes["reference"] else
-                          f"dA {_fmt(check.get('A_last_abs_diff'))}, dloss {_fmt(check.get('first_train_loss_rel_diff'))}")
+                versus = "(reference)" if key == recipes["reference"] else (
+                    f"dA {_fmt(check.get('A_last_abs_diff'))}, dloss {_fmt(check.get('first_train_loss_rel_diff'))}")
                 lines.append(f"| {family} | {key} | {_fmt(run.get('A_last'))} | {_fmt(run.get('first_train_loss'))} | "
                              f"{_fmt(run.get('wall_s'))} | {check['finite']} | {versus} | {check['ok']} |")
     lines += ["", "| section | wall s | status |", "|---|---|---|"]
