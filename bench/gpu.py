@@ -373,8 +373,12 @@ def compare(run, ref, acc_atol, loss_rtol):
     loss_diff = abs(run["first_train_loss"] - ref["first_train_loss"]) / max(abs(ref["first_train_loss"]), 1e-12)
     pairs = [(a, b) for ra, rb in zip(run["accuracy_matrix"], ref["accuracy_matrix"]) for a, b in zip(ra, rb)
              if a is not None and b is not None]
+    valid = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(run.get("best_valid_loss", []),
+                                                             ref.get("best_valid_loss", [])) if None not in (a, b)]
     return {"comparable": a_diff <= acc_atol and loss_diff <= loss_rtol, "A_last_abs_diff": a_diff,
-            "first_train_loss_rel_diff": loss_diff, "accuracy_max_abs_diff": max(abs(a - b) for a, b in pairs)}
+            "first_train_loss_rel_diff": loss_diff, "accuracy_max_abs_diff": max(abs(a - b) for a, b in pairs),
+            # Information (not a check): best validation losses, to more digits than the train log's loss.
+            "best_valid_loss_max_rel_diff": max(valid) if valid else None}
 
 
 def start_recipes(args, sizes, device, work, logs, deadline):
