@@ -40,6 +40,7 @@ Torch runs ``--threads`` CPU threads (default 1, the YAMLs' ``cpu_threads``).
 Measured numbers: bench/README.md.
 """
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -179,6 +180,14 @@ def loader_pass(rows, audio, batch_size, num_workers, on_batch=None):
             "clips_per_s": n_clips / (end - start), "steady_clips_per_s": steady}
 
 
+def preload_batches(rows, audio, batch_size, n_batches):
+    """``n_batches`` batches of the cached training loader (rows repeated as needed), kept in memory."""
+    preload_rows = (rows * (1 + batch_size * n_batches // len(rows)))[: batch_size * n_batches]
+    preload_rows = [dict(r, ID=f"{r['ID']}#{i}") for i, r in enumerate(preload_rows)]
+    return list(sb.dataio.dataloader.make_dataloader(make_dataset(preload_rows, audio, train=True),
+                                                     batch_size=batch_size))
+
+
 def cache_fill(rows, audio, num_workers):
     """Time of decoding + resampling + caching every clip once (the first epoch's one-time cost)."""
     start = time.perf_counter()
@@ -203,52 +212,67 @@ def build_model(name, dataset, sample_rate, work_dir):
     return modules, hparams.get("augmentation"), hparams["opt_class"]
 
 
-def train_step(modules, augmentation, optimizer, wavs, lens, targets):
-    """One step as ContinualFeatureBrain + SupervisedBrain do it (no mixup): features, norm, encoder, CE, Adam."""
-    feats = modules.compute_features(wavs)
-    feats = modules.mean_var_norm(feats, lens)
-    if augmentation is not None:
-        feats = augmentation(feats)
-    logits = modules.classifier(modules.embedding_model(feats, lens))
-    loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+def train_step(modules, augmentation, optimizer, wavs, lens, targets, autocast=None):
+    """One step as ContinualFeatureBrain + SupervisedBrain do it (no mixup): features, norm, encoder, CE, Adam.
+
+    ``autocast``: a context-manager factory wrapping the forward pass (mixed precision, as SpeechBrain's
+    ``precision`` does: forward and loss under autocast, backward and step outside)."""
+    with autocast() if autocast is not None else contextlib.nullcontext():
+        feats = modules.compute_features(wavs)
+        feats = modules.mean_var_norm(feats, lens)
+        if augmentation is not None:
+            feats = augmentation(feats)
+        logits = modules.classifier(modules.embedding_model(feats, lens))
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.detach()
 
 
-def _tensors(batch):
+def batch_tensors(batch):
+    """(wavs, lens, targets) of a loader batch."""
     wavs, lens = batch.sig
     return wavs, lens, torch.as_tensor(batch.class_idx, dtype=torch.long)
+
+
+def batch_step(model, batch):
+    """One training step of ``model`` = (modules, augmentation, optimizer) on a loader batch (CPU)."""
+    modules, augmentation, optimizer = model
+    return train_step(modules, augmentation, optimizer, *batch_tensors(batch))
+
+
+def time_steps(model, batches, step=batch_step):
+    """Clips/s of ``step(model, batch)`` over ``batches`` (the first one a warm-up, not timed)."""
+    step(model, batches[0])
+    start = time.perf_counter()
+    n = 0
+    for batch in batches[1:]:
+        step(model, batch)
+        n += len(batch.id)
+    seconds = time.perf_counter() - start
+    return {"clips": n, "seconds": seconds, "clips_per_s": n / seconds}
 
 
 def step_rate(name, args, batches, work_dir):
     """Clips/s of the training step of ``name`` on preloaded ``batches`` (first one = warm-up)."""
     modules, augmentation, opt_class = build_model(name, args.dataset, args.sample_rate, work_dir)
     modules.train()
-    optimizer = opt_class(modules.parameters())
-    train_step(modules, augmentation, optimizer, *_tensors(batches[0]))  # warm-up
-    start = time.perf_counter()
-    n = 0
-    for batch in batches[1:]:
-        train_step(modules, augmentation, optimizer, *_tensors(batch))
-        n += len(batch.id)
-    seconds = time.perf_counter() - start
-    n_params = sum(p.numel() for p in modules.parameters())
-    return {"clips": n, "seconds": seconds, "clips_per_s": n / seconds, "parameters": n_params}, \
-        (modules, augmentation, optimizer)
+    model = (modules, augmentation, opt_class(modules.parameters()))
+    result = time_steps(model, batches)
+    result["parameters"] = sum(p.numel() for p in modules.parameters())
+    return result, model
 
 
-def epoch_rate(model, rows, audio, preloaded, args):
+def epoch_rate(model, rows, audio, preloaded, args, step=batch_step):
     """The step fed by the real cached loader against the same step on preloaded batches.
 
     Each of ``--epoch_repeats`` rounds runs a loader-fed pass (a fresh loader with
     ``--epoch_workers`` workers; its first batch is a warm-up, so worker start-up is
     left out) and then as many steps on ``preloaded`` batches; alternating the two
     puts a change of load on the shared machine on both. Returns the medians and the
-    time the step loop spent waiting for the loader.
+    time the step loop spent waiting for the loader. ``step(model, batch)``: one training step.
     """
-    modules, augmentation, optimizer = model
     n_rows = min(len(rows), args.batch_size * (args.epoch_batches + 1))
     fed, pre, waits = [], [], []
     for _ in range(args.epoch_repeats):
@@ -256,7 +280,7 @@ def epoch_rate(model, rows, audio, preloaded, args):
 
         def on_batch(batch, n_clips):
             arrived = time.perf_counter()
-            train_step(modules, augmentation, optimizer, *_tensors(batch))
+            step(model, batch)
             steps.append((len(batch.id), arrived, time.perf_counter()))
 
         loader_pass(rows[:n_rows], audio, args.batch_size, args.epoch_workers, on_batch=on_batch)
@@ -265,7 +289,7 @@ def epoch_rate(model, rows, audio, preloaded, args):
         waits.append(sum(steps[i + 1][1] - steps[i][2] for i in range(len(steps) - 1)))
         start = time.perf_counter()
         for batch in preloaded[: len(steps) - 1]:
-            train_step(modules, augmentation, optimizer, *_tensors(batch))
+            step(model, batch)
         pre.append((time.perf_counter() - start) / sum(len(b.id) for b in preloaded[: len(steps) - 1]))
     fed_s, pre_s = float(np.median(fed)), float(np.median(pre))
     return {"workers": args.epoch_workers, "repeats": args.epoch_repeats, "batches_per_repeat": len(steps) - 1,
@@ -402,11 +426,7 @@ def run(args, spec, work_dir):
         print(f"{kind:<26}" + "".join(f"{loader[kind][str(w)]['steady_clips_per_s']:>12.1f}" for w in args.num_workers))
 
     # Preloaded batches: the cached loader's own output, kept in memory.
-    n_batches = max(args.step_batches, args.epoch_batches) + 1
-    preload_rows = (rows * (1 + args.batch_size * n_batches // n))[: args.batch_size * n_batches]
-    preload_rows = [dict(r, ID=f"{r['ID']}#{i}") for i, r in enumerate(preload_rows)]
-    batches = list(sb.dataio.dataloader.make_dataloader(make_dataset(preload_rows, pipeline("seq"), train=True),
-                                                        batch_size=args.batch_size))
+    batches = preload_batches(rows, pipeline("seq"), args.batch_size, max(args.step_batches, args.epoch_batches) + 1)
     encoders = list(args.encoders)
     notes = {}
     if "passt" not in encoders:
