@@ -184,6 +184,10 @@ class TaskLoop:
         memory_ids, per_task = [], []
         policy_state = None
         loaded_task = None  # index of the task whose final weights the models hold
+        if if_main_process():
+            from soundcl.inference import write_inference_yaml  # the run's inference interface
+
+            write_inference_yaml(self)
 
         for k in range(n):
             seen = sorted(c for j in range(k + 1) for c in self.task_classes[j])
@@ -314,6 +318,7 @@ class TaskLoop:
             "n_train": len(task_data.train),
             "n_valid": len(task_data.valid),
             "tested_tasks": list(task_data.test_tasks),
+            "seen_classes": [int(c) for c in brain.seen_classes],  # what the test scored over (inference)
             "prepare_time_s": prepare_time,
             "train_time_s": train_time,
             "test_time_s": test_time,
