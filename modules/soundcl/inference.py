@@ -249,8 +249,10 @@ def build_brain(run_folder, info, task, run_opts=None, hparams=None):
     ``checkpoint_recoverables``.
     """
     brain_class = import_object(info["brain"])
-    unsupported = [name for name in ("before_testing", "evaluate_accuracy", "fit")
+    # Brains whose test scores need the training clips (kNN banks, class means) are not served.
+    unsupported = [name for name in ("before_testing", "evaluate_accuracy")
                    if getattr(brain_class, name) is not getattr(ContinualBrain, name)]
+    unsupported += ["kNN bank" for klass in brain_class.__mro__ if klass.__name__ == "KnnEvalBrain"]
     if unsupported:
         raise RunNotReady(
             f"{brain_class.__name__} tests with its own {unsupported[0]} (e.g. kNN or nearest-mean scoring, which "

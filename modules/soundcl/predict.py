@@ -93,7 +93,7 @@ def main(argv=None):
         else:
             print(line)
     if args.csv:
-        write_csv(args.csv, results, args.top_k)
+        write_csv(args.csv, results, min(args.top_k, len(classifier.classes)))
     if skipped:
         print(f"# skipped {len(skipped)} files that are not audio", file=sys.stderr)
     return results
