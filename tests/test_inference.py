@@ -15,6 +15,7 @@ from soundcl.data.manifest import read_manifest
 from soundcl.inference import INFERENCE_FILE, ContinualClassifier, RunNotReady
 from soundcl.predict import main as predict
 from soundcl.replay import ReplayBrain
+from soundcl.testing import miniatures
 
 #: run name -> task -> clip ID -> the logits [n_classes] the test loop scored after that task.
 TEST_LOOP_LOGITS = {}
@@ -40,6 +41,10 @@ class RecordingSupervised(RecordTestLogits, SupervisedBrain):
 
 class RecordingReplay(RecordTestLogits, ReplayBrain):
     run_name = "replay"
+
+
+class RecordingUs8k(RecordTestLogits, SupervisedBrain):
+    run_name = "us8k"
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +104,28 @@ def test_replay_train_classify_files_batches_as_the_test_loop(runs):
     classifier = ContinualClassifier.from_hparams(source=run_folder)
     assert classifier.info["brain"] == "soundcl.replay.ReplayBrain"
     _check_against_test_loop("replay", run_folder, results, classifier, per_file=False)
+
+
+def test_us8k_miniature_run_gives_the_test_loop_scores(tmp_path):
+    """The real-layout UrbanSound8K miniature through hparams/us8k (CNN14, SpecAugment off at test)."""
+    data = miniatures.make_us8k(str(tmp_path / "UrbanSound8K"), miniatures.default_shared_data_dir(),
+                                clips_per_class_per_fold=2)
+    argv = recipe_argv(
+        "hparams/us8k/sup_train.yaml", str(tmp_path), data, "--number_of_epochs=1", "--warmup_epochs=0",
+        "--task_classes=[[3,8],[9,4]]", "--train_duration=1.0",
+        "--train_dataloader_opts={batch_size: 16, shuffle: True, num_workers: 0}",
+        "--eval_dataloader_opts={batch_size: 16, num_workers: 0}")
+    with pytest.MonkeyPatch.context() as patch:
+        chosen = strategies.STRATEGIES["finetune_or_replay"]
+        patch.setitem(strategies.STRATEGIES, "finetune_or_replay", chosen._replace(brain=RecordingUs8k))
+        results = run_recipe("sup_train", argv)
+    run_folder = str(tmp_path / "sup_train_replay0" / "1986")
+    seen = ContinualClassifier.from_hparams(source=run_folder)
+    assert seen.class_indices == [3, 4, 8, 9] and len(seen.classes) == 4
+    # This YAML's test loop takes the argmax over all 10 outputs (mask_unseen_classes: False, cssl_sound).
+    classifier = ContinualClassifier.from_hparams(source=run_folder, classes="all")
+    assert classifier.class_indices == list(range(10))
+    _check_against_test_loop("us8k", run_folder, results, classifier, per_file=False)
 
 
 def test_any_finished_task_of_a_partly_finished_run(runs, tmp_path):

@@ -19,7 +19,9 @@ head, masking of unseen classes), so a clip gets the scores the recipe's test lo
 gives it. Audio is read by the run's :class:`soundcl.audio.AudioPipeline` (decode,
 downmix, resample, peak-normalise, the whole clip).
 
-Scores are over the classes learned up to task ``k`` (``classes``), in class-index order.
+Scores are over the classes learned up to task ``k`` (``classes``), in class-index order
+(``classes="all"``: every output of the head, as the test loop of a run that does not mask
+unseen classes takes its argmax).
 The encoders convolve over padding, so a clip's scores move slightly (~1e-2) with the
 length of its batch-mates: :meth:`ContinualClassifier.classify_file` scores a clip
 alone; :meth:`ContinualClassifier.classify_files` batches as the run's test loop
@@ -60,6 +62,10 @@ TRAIN_CONFIG_FILE = "train_overrides.json"
 #: Names the task loop uses (soundcl.task_loop); read back here.
 TASK_STATE_FILE = "task_state.json"
 FINAL_CKPT_NAME = "final"
+
+
+#: Columns of the scores: the classes learned so far, or every output of the run's head.
+CLASS_SETS = ("seen", "all")
 
 
 class RunNotReady(RuntimeError):
@@ -309,20 +315,22 @@ class ContinualClassifier(Pretrained):
     """
 
     def __init__(self, modules=None, hparams=None, run_opts=None, freeze_params=True, brain=None,
-                 run_folder=None, info=None, task=None, top_k=3):
+                 run_folder=None, info=None, task=None, top_k=3, classes="seen"):
         super().__init__(modules=modules, hparams=hparams, run_opts=run_opts, freeze_params=freeze_params)
+        if classes not in CLASS_SETS:
+            raise ValueError(f"classes={classes!r} is not valid: expected one of {', '.join(CLASS_SETS)}")
         self.brain = brain
         self.run_folder = run_folder
         self.info = info
         self.task = task
         self.top_k = int(top_k)
         self.audio = hparams["audio"]
-        self.class_indices = list(brain.seen_classes)
+        self.class_indices = list(brain.seen_classes) if classes == "seen" else list(range(int(info["n_classes"])))
         self.classes = [info["classes"][c] for c in self.class_indices]
 
     @classmethod
     def from_hparams(cls, source, hparams_file=INFERENCE_FILE, savedir=None, task=None, run_opts=None,
-                     top_k=3, **kwargs):
+                     top_k=3, classes="seen", **kwargs):
         """Load the run in folder ``source`` after task ``task`` (default: the last finished one).
 
         Arguments
@@ -333,6 +341,10 @@ class ContinualClassifier(Pretrained):
         task : int or None
         run_opts : dict, e.g. ``{"device": "cuda:0"}``
         top_k : int, default number of classes in ``top_k``
+        classes : str
+            ``seen`` (default): scores over the classes learned up to the task; ``all``: over every
+            output of the head, as the test loop of a run with ``mask_unseen_classes: False`` takes
+            its argmax (e.g. cssl_sound's protocol in hparams/us8k): its accuracy for any run.
         """
         run_folder = os.path.abspath(str(source))
         info = read_inference_yaml(run_folder) if hparams_file == INFERENCE_FILE else _read_yaml(
@@ -340,7 +352,7 @@ class ContinualClassifier(Pretrained):
         k = choose_task(run_folder, info, task)
         brain, hparams = build_brain(run_folder, info, k, run_opts=run_opts)
         return cls(modules=dict(brain.modules), hparams=hparams, run_opts={"device": str(brain.device)},
-                   brain=brain, run_folder=run_folder, info=info, task=k, top_k=top_k, **kwargs)
+                   brain=brain, run_folder=run_folder, info=info, task=k, top_k=top_k, classes=classes, **kwargs)
 
     # ------------------------------------------------------------------ scoring
     def load_audio(self, path):

@@ -36,6 +36,8 @@ def parse_args(argv):
     parser.add_argument("--csv", default=None, help="also write the predictions to this CSV file")
     parser.add_argument("--on_bad_audio", choices=("error", "skip"), default="error",
                         help="a file that cannot be decoded: stop (error) or name it and go on (skip)")
+    parser.add_argument("--classes", choices=("seen", "all"), default="seen",
+                        help="score the classes learned so far (seen) or every output of the head (all)")
     parser.add_argument("--device", default="cpu", help="e.g. cuda:0")
     return parser.parse_args(argv)
 
@@ -68,7 +70,7 @@ def main(argv=None):
         raise SystemExit(f"error: no audio file in {', '.join(args.inputs)}")
     try:
         classifier = ContinualClassifier.from_hparams(source=args.run_dir, task=args.task, top_k=args.top_k,
-                                                      run_opts={"device": args.device})
+                                                      classes=args.classes, run_opts={"device": args.device})
     except RunNotReady as err:
         raise SystemExit(f"error: {err}") from None
     print(f"# {args.run_dir}: after task {classifier.task}, {len(classifier.classes)} classes: "
