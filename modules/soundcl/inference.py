@@ -79,7 +79,7 @@ def save_training_config(output_folder, hparams_file, overrides):
     with open(hparams_file, encoding="utf-8") as fin:
         atomic_write_text(os.path.join(output_folder, TRAIN_HPARAMS_FILE), fin.read())
     record = {"hparams_file": os.path.abspath(hparams_file), "overrides": _overrides_dict(overrides),
-              "cwd": os.getcwd(), "recipe": os.path.basename(sys.argv[0])}
+              "cwd": os.getcwd(), "recipe": _calling_recipe()}
     atomic_write_text(os.path.join(output_folder, TRAIN_CONFIG_FILE), json.dumps(record, indent=1, default=str))
 
 
@@ -141,10 +141,38 @@ def importable_class(cls):
 
 
 def _overrides_dict(overrides):
-    """SpeechBrain's overrides (a YAML string or a dict) as a dict."""
+    """SpeechBrain's overrides (a YAML string or a dict) as plain data; a tagged value (``!name:...``)
+    becomes the text ``"<tag> <value>"``."""
     if isinstance(overrides, str):
-        return dict(ruamel.yaml.YAML(typ="safe").load(overrides) or {})
-    return dict(overrides or {})
+        overrides = ruamel.yaml.YAML(typ="rt").load(overrides) or {}
+    return {str(key): _plain(value) for key, value in dict(overrides or {}).items()}
+
+
+def _plain(value):
+    tag = getattr(getattr(value, "tag", None), "value", None)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if tag and str(tag).startswith("!"):
+        return f"{tag} {getattr(value, 'value', '')}".strip()
+    if isinstance(value, bool) or value is None:
+        return value
+    for kind in (int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return str(value)
+
+
+def _calling_recipe():
+    """The recipe script (``recipes/<name>.py``) that is running, else the program."""
+    frame = sys._getframe()
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if path.endswith(".py") and os.path.basename(os.path.dirname(os.path.abspath(path))) == "recipes":
+            return os.path.abspath(path)
+        frame = frame.f_back
+    return os.path.abspath(sys.argv[0])
 
 
 # ================================================================== reading a run

@@ -194,7 +194,8 @@ class TaskLoop:
             state = self.load_task_state(k)
             if state is not None and state.get("finished"):
                 logger.info("task %d already finished: reusing %s", k, self.task_dir(k))
-                matrix[k] = [np.nan if v is None else v for v in state["accuracy_row"]]
+                row = [np.nan if v is None else v for v in state["accuracy_row"]]
+                matrix[k, :len(row)] = row  # a run extended by a task later (soundcl.extend) has more columns
                 memory_ids, policy_state = state["memory"], state["policy_state"]
                 per_task.append(state["stats"])
                 continue

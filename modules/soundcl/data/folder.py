@@ -246,15 +246,16 @@ def _unique_ids(paths, root):
 
 # ------------------------------------------------------------------ example folder
 def write_example_folder(folder, n_classes=4, clips_per_class=12, seconds=1.0, seed=0,
-                         formats=("wav", "flac", "ogg"), class_names=None):
-    """Write a folder of class subfolders of generated sounds (:mod:`soundcl.data.sounds`), in mixed
-    formats, rates (16, 22.05, 44.1 kHz) and channel counts, to try the folder recipes; returns it."""
+                         formats=("wav", "flac", "ogg"), first_class=0):
+    """Write a folder of class subfolders of generated sounds (:mod:`soundcl.data.sounds`, types
+    ``first_class ..``), in mixed formats, rates (16, 22.05, 44.1 kHz) and channel counts, to try the
+    folder recipes; returns it."""
     from soundcl.data.sounds import CLASS_NAMES, render_clip
 
-    names = class_names or [CLASS_NAMES[c % len(CLASS_NAMES)] + ("" if c < len(CLASS_NAMES) else f"_{c}")
-                            for c in range(n_classes)]
+    types = range(first_class, first_class + n_classes)
+    names = [CLASS_NAMES[c % len(CLASS_NAMES)] + ("" if c < len(CLASS_NAMES) else f"_{c}") for c in types]
     subtypes = {"wav": "PCM_16", "flac": "PCM_24", "ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}
-    for c, name in enumerate(names):
+    for c, name in zip(types, names):
         os.makedirs(os.path.join(folder, name), exist_ok=True)
         for n in range(clips_per_class):
             fmt = formats[(c + n) % len(formats)]
