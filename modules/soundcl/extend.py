@@ -29,7 +29,7 @@ import torch
 # soundcl internals: the only imports of this module (paths may change with the package layout).
 from soundcl import config, recipe
 from soundcl.atomic import write_json_atomic
-from soundcl.data.folder import FolderDataError, scan, split_rows, _unique_ids
+from soundcl.data.folder import FolderDataError, scan, split_rows, clip_ids
 from soundcl.data.manifest import read_manifest, task_manifest_path, write_manifest
 from soundcl.data.probe import probe_rows
 from soundcl.data.skeleton import SPLITS
@@ -82,7 +82,7 @@ def plan(run_dir, new_folder, valid_fraction=0.15, test_fraction=0.2, split_seed
         raise FolderDataError(f"class {clash[0]!r} of {new_folder} is already a class of the run: new classes only")
     n_old = int(info["n_classes"])
     index = {name: n_old + i for i, name in enumerate(new_classes)}
-    ids = [f"task{n_tasks}__{clip_id}" for clip_id in _unique_ids([e["path"] for e in entries], new_folder)]
+    ids = [f"task{n_tasks}__{clip_id}" for clip_id in clip_ids([e["path"] for e in entries], new_folder)]
     rows = [{"ID": clip_id, "duration": 0.0, "wav": e["path"], "class_idx": index[e["label"]], "label": e["label"],
              "fold": 0, "group": e["group"], "split": e["split"]} for clip_id, e in zip(ids, entries)]
     rows, _ = probe_rows(rows, "audio files", "error", expected=f"under {new_folder}")

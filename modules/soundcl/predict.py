@@ -1,14 +1,14 @@
 """Classify audio files with a finished soundcl run.
 
     python -m soundcl.predict RUN_DIR FILE_OR_FOLDER... [--task=K] [--top_k=3] [--csv=out.csv]
-        [--on_bad_audio=error|skip] [--device=cpu]
+        [--on_bad_audio=error|skip] [--classes=seen|all] [--device=cpu]
 
 ``RUN_DIR`` is a run's output folder (``<output_base>/<experiment_name>/<seed>``, e.g.
 ``results/synth/sup_train_replay0/1986`` after the README's demo); ``--task`` picks the
 task whose final checkpoint classifies (default: the last finished one). Folders are
 searched recursively for the audio formats libsndfile reads, with a progress bar. Each file
 is scored alone (:meth:`soundcl.inference.ContinualClassifier.classify_file`), over the
-classes learned up to that task; one line per file: the file, then the ``top_k`` classes
+classes learned up to that task (``--classes=all``: every output of the head); one line per file: the file, then the ``top_k`` classes
 with their probabilities. ``--csv`` also writes ``file,label_1,prob_1,...,label_k,prob_k``.
 
 A file that is not audio stops the run naming it (``--on_bad_audio=error``, the default) or

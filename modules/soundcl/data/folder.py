@@ -40,7 +40,7 @@ from soundcl.data.splits import split_train_valid, validate_task_classes
 logger = logging.getLogger(__name__)
 
 #: File name endings taken as audio: the formats libsndfile reads, plus common aliases.
-AUDIO_EXTENSIONS = tuple(sorted({f".{name.lower()}" for name in soundfile.available_formats()}
+AUDIO_EXTENSIONS = tuple(sorted({f".{name.lower()}" for name in soundfile.available_formats() if name != "RAW"}
                                 | {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"}))
 CSV_COLUMNS = ("path", "label")
 OPTIONAL_COLUMNS = ("split", "group")
@@ -206,7 +206,7 @@ def prepare(data_folder, save_folder, csv_file=None, task_classes=None, classes_
         index = {name: i for i, name in enumerate(classes)}
         used = {c for task in tasks for c in task}
         root = os.path.abspath(data_folder) if data_folder else os.path.dirname(source)
-        ids = _unique_ids([e["path"] for e in entries], root)
+        ids = clip_ids([e["path"] for e in entries], root)
         rows = [{"ID": clip_id, "duration": 0.0, "wav": e["path"], "class_idx": index[e["label"]],
                  "label": e["label"], "fold": 0, "group": e["group"], "split": e["split"]}
                 for clip_id, e in zip(ids, entries) if index[e["label"]] in used]
@@ -231,7 +231,7 @@ def split_rows(rows, valid_fraction, test_fraction, seed):
                     for r in by_split[split] + drawn[split]] for split in SPLITS}
 
 
-def _unique_ids(paths, root):
+def clip_ids(paths, root):
     """Clip IDs: the path relative to ``root`` without extension, ``/`` -> ``__`` (unique, readable)."""
     ids, seen = [], set()
     for path in paths:
