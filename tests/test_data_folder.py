@@ -6,11 +6,15 @@ import os
 
 import pytest
 import soundfile
+import torch
+
+import speechbrain as sb
 
 from conftest import recipe_argv, run_recipe
 from soundcl.data import folder as folder_data
 from soundcl.data.manifest import read_manifest
 from soundcl.inference import ContinualClassifier
+from soundcl.linear_eval import LinearEvalBrain
 
 
 def _formats():
@@ -41,11 +45,35 @@ def test_sup_train_on_a_folder_of_mixed_formats(tmp_path):
     # The inference interface on this run: the test loop's accuracy, from the files.
     classifier = ContinualClassifier.from_hparams(source=str(run))
     assert classifier.classes == ["brown_noise", "pink_noise", "tone_burst", "up_chirp"]
+    _check_accuracy(classifier, run, results)
+
+    # Linear evaluation of that run's encoders (hparams/folder/linclf_train.yaml), then inference through
+    # its head and the encoder of the task (classes="all": its test loop's argmax is over every output).
+    logits = {}
+
+    class Recording(LinearEvalBrain):
+        def compute_objectives(self, predictions, batch, stage):
+            if stage == sb.Stage.TEST:
+                logits.update({i: row.detach().clone() for i, row in zip(batch.id, predictions[0])})
+            return super().compute_objectives(predictions, batch, stage)
+
+    argv = recipe_argv("hparams/folder/linclf_train.yaml", str(tmp_path / "out"), data, "--task_classes=[[0,1],[2,3]]",
+                       "--number_of_epochs=2", f"--ssl_checkpoints_dir={run / 'save'}")
+    linclf = run_recipe("linclf_train", argv, replace={"LinearEvalBrain": Recording})
+    linclf_run = tmp_path / "out" / "linclf_seen_keepall" / "1986"
+    classifier = ContinualClassifier.from_hparams(source=str(linclf_run), classes="all")
+    assert classifier.info["brain"] == "soundcl.linear_eval.LinearEvalBrain"
+    _check_accuracy(classifier, linclf_run, linclf, logits)
+
+
+def _check_accuracy(classifier, run, results, logits=None):
     for j in range(2):
         test = read_manifest(str(run / "save" / f"test_task{j}.csv"))
         out = classifier.classify_files([r["wav"] for r in test])
         accuracy = sum(p == r["class_idx"] for p, r in zip(out.class_idx, test)) / len(test)
         assert accuracy == pytest.approx(results["accuracy_matrix"][1][j], abs=1e-6)
+        if logits is not None:  # the test loop's (after the last task: tasks 0 and 1 scored last)
+            torch.testing.assert_close(out.logits, torch.stack([logits[r["ID"]] for r in test]), rtol=1e-4, atol=1e-4)
 
 
 def _write_csv(path, rows, header=("path", "label", "split", "group")):

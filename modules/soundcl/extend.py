@@ -30,7 +30,7 @@ import torch
 from soundcl import config, recipe
 from soundcl.atomic import write_json_atomic
 from soundcl.data.folder import FolderDataError, scan, split_rows, clip_ids
-from soundcl.data.manifest import read_manifest, task_manifest_path, write_manifest
+from soundcl.data.manifest import task_manifest_path, write_manifest
 from soundcl.data.probe import probe_rows
 from soundcl.data.skeleton import SPLITS
 from soundcl.inference import TRAIN_CONFIG_FILE, read_inference_yaml, RunNotReady, finished_tasks
