@@ -49,7 +49,7 @@ from soundcl.atomic import atomic_write_text
 from soundcl.audio import AudioReadError, make_dataset
 from soundcl.checkpoints import SafeCheckpointer
 from soundcl.continual import ContinualBrain
-from soundcl.contract import with_defaults
+from soundcl.contract import REQUIRED, ConfigError, check_declared, with_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,16 @@ TRAIN_CONFIG_FILE = "train_overrides.json"
 TASK_STATE_FILE = "task_state.json"
 FINAL_CKPT_NAME = "final"
 
+
+#: What the interface reads of a run's hparams (besides its Brain's own HPARAMS).
+HPARAMS = {
+    "output_folder": REQUIRED,
+    "audio": REQUIRED,  # the run's soundcl.audio.AudioPipeline
+    "modules": REQUIRED,
+    "opt_class": REQUIRED,
+    "checkpoint_recoverables": REQUIRED,  # what CKPT+final holds
+    "eval_dataloader_opts": REQUIRED,  # classify_files batches as the test loop
+}
 
 #: Columns of the scores: the classes learned so far, or every output of the run's head.
 CLASS_SETS = ("seen", "all")
@@ -295,6 +305,10 @@ def build_brain(run_folder, info, task, run_opts=None, hparams=None):
         )
     if hparams is None:
         hparams = load_run_hparams(run_folder, info)
+    try:
+        check_declared(hparams, [sys.modules[__name__], brain_class], os.path.join(run_folder, info["hparams_file"]))
+    except ConfigError as err:
+        raise RunNotReady(str(err)) from None
     hparams = with_defaults(hparams, [brain_class])
     hparams.setdefault("task_dir_format", info["task_dir_format"])
     run_opts = {"noprogressbar": True, **(run_opts or {})}
