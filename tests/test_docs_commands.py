@@ -166,7 +166,7 @@ def _other_commands():
             continue  # the test suite itself
         if args[0].startswith(("bench/", "recipes/")):
             argv = [args[0], "--help"]  # benchmarks run minutes; export needs a trained run
-        elif args[:2] == ["-m", "soundcl.report"]:
+        elif args[:2] in (["-m", "soundcl.report"], ["-m", "soundcl.predict"], ["-m", "soundcl.extend"]):
             argv = args[:2] + ["--help"]  # reads the results of runs the docs made first
         elif args[0] == "-m" and args[1].startswith("soundcl."):
             argv = args

@@ -26,6 +26,7 @@ import speechbrain as sb
 
 from conftest import REPO_ROOT
 from soundcl import config
+from soundcl.data import folder as folder_data
 from soundcl.testing import miniatures
 
 HPARAMS_FILES = sorted(
@@ -45,6 +46,8 @@ MINIATURE_MAKERS = {
     "tau22": lambda folder, shared: miniatures.make_tau22(folder, shared),
     "cochl": lambda folder, shared: miniatures.make_cochl(folder),
     "vgg": lambda folder, shared: miniatures.make_vgg(folder, shared, n_classes=VGG_MINIATURE_CLASSES),
+    # Your own sounds (soundcl.data.folder): class subfolders of mixed formats, rates and channels.
+    "folder": lambda folder, shared: folder_data.write_example_folder(folder, n_classes=4, clips_per_class=6),
 }
 
 #: The VGGSound miniature keeps 6 of the 309 classes; its cells size the classifier

@@ -94,7 +94,10 @@ def validate(hparams):
         if not (str(value).lower() == "all" or (isinstance(value, int) and value >= 0)):
             _fail("replay_num_keep", value, "an integer >= 0 or 'all'")
 
-    if "task_classes" in hparams and hparams["task_classes"] is not None:
+    # Values computed when the YAML is loaded (e.g. hparams/folder/: !apply on the data folder)
+    # are checked by what computes them.
+    computed = {key for key in ("task_classes", "n_classes") if _computed(hparams.get(key))}
+    if "task_classes" in hparams and hparams["task_classes"] is not None and not computed:
         from soundcl.data.splits import validate_task_classes
 
         n_classes = hparams.get("n_classes")
@@ -103,7 +106,7 @@ def validate(hparams):
         except (ValueError, TypeError) as err:
             raise ConfigError(f"task_classes={_plain(hparams['task_classes'])} is not valid: {err}") from None
 
-    if hparams.get("mode", "replay") != "finetune" and "memory_size" in hparams:
+    if hparams.get("mode", "replay") != "finetune" and "memory_size" in hparams and not computed:
         memory_size = hparams["memory_size"]
         if not isinstance(memory_size, int) or memory_size < 0:
             _fail("memory_size", memory_size, "an integer >= 0")
@@ -121,6 +124,11 @@ def validate(hparams):
     for key in ("number_of_epochs", "batch_size"):
         if key in hparams and not (isinstance(hparams[key], int) and hparams[key] > 0):
             _fail(key, hparams[key], "a positive integer")
+
+
+def _computed(value):
+    """Whether a previewed value is built when the YAML is loaded (a tagged node, e.g. ``!apply:``)."""
+    return str(getattr(getattr(value, "tag", None), "value", None) or "").startswith("!")
 
 
 def _plain(value):

@@ -131,6 +131,10 @@ def create_experiment_directory(hparams, hparams_file, overrides, preview):
     sb.create_experiment_directory(experiment_directory=folder, hyperparams_to_save=hparams_file, overrides=overrides)
     if if_main_process() and not os.path.exists(path):
         write_json_atomic(path, current, indent=1)
+    if if_main_process():
+        from soundcl.inference import save_training_config  # its YAML and overrides, for inference.yaml
+
+        save_training_config(folder, hparams_file, overrides)
     sb.utils.distributed.ddp_barrier()
     if hparams["use_tensorboard"]:
         use_tensorboard(hparams)

@@ -184,13 +184,18 @@ class TaskLoop:
         memory_ids, per_task = [], []
         policy_state = None
         loaded_task = None  # index of the task whose final weights the models hold
+        if if_main_process():
+            from soundcl.inference import write_inference_yaml  # the run's inference interface
+
+            write_inference_yaml(self)
 
         for k in range(n):
             seen = sorted(c for j in range(k + 1) for c in self.task_classes[j])
             state = self.load_task_state(k)
             if state is not None and state.get("finished"):
                 logger.info("task %d already finished: reusing %s", k, self.task_dir(k))
-                matrix[k] = [np.nan if v is None else v for v in state["accuracy_row"]]
+                row = [np.nan if v is None else v for v in state["accuracy_row"]]
+                matrix[k, :len(row)] = row  # a run extended by a task later (soundcl.extend) has more columns
                 memory_ids, policy_state = state["memory"], state["policy_state"]
                 per_task.append(state["stats"])
                 continue
@@ -314,6 +319,7 @@ class TaskLoop:
             "n_train": len(task_data.train),
             "n_valid": len(task_data.valid),
             "tested_tasks": list(task_data.test_tasks),
+            "seen_classes": [int(c) for c in brain.seen_classes],  # what the test scored over (inference)
             "prepare_time_s": prepare_time,
             "train_time_s": train_time,
             "test_time_s": test_time,
