@@ -67,7 +67,8 @@ class AudioPipeline:
     def __init__(self, sample_rate=16000, train_duration=4.0, normalize=True, cache_folder=None, crop_seed=0,
                  pad_short_crops="batch"):
         if pad_short_crops not in PAD_SHORT_CROPS:
-            raise ValueError(f"unknown pad_short_crops {pad_short_crops!r}: expected one of {', '.join(PAD_SHORT_CROPS)}")
+            raise ValueError(f"unknown pad_short_crops {pad_short_crops!r}: "
+                             f"expected one of {', '.join(PAD_SHORT_CROPS)}")
         self.pad_short_crops = pad_short_crops
         self.sample_rate = int(sample_rate)
         self.train_duration = float(train_duration)

@@ -101,7 +101,8 @@ def _one_encoder_run(folder):
                           f"{len(runs)} encoder runs: name one of {', '.join(runs)}")
     if not runs:
         return None
-    logger.info("ssl_checkpoints_dir %s has no task<k>/ folders: using the one encoder run under it, %s", folder, runs[0])
+    logger.info("ssl_checkpoints_dir %s has no task<k>/ folders: using the one encoder run under it, %s",
+                folder, runs[0])
     return runs[0]
 
 
