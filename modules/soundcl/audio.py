@@ -9,8 +9,9 @@ reads audio the same way:
 * training: a random crop of ``train_duration`` seconds; a shorter clip stays
   whole (``pad_short_crops: batch``, cssl_sound's: ``PaddedBatch`` pads it with a
   relative length < 1, so mean normalisation and pooling leave the padding out)
-  or is zero-padded to the crop length (``dataset``: length 1). The crop offset is a pure function of (crop seed, clip id), so a
-  resumed run, a run with data-loader workers and a DDP run draw the same crops;
+  or is zero-padded to the crop length (``dataset``: length 1). The crop offset
+  is a pure function of (crop seed, clip id), so a resumed run, a run with
+  data-loader workers and a DDP run draw the same crops;
 * evaluation: the full clip; ``PaddedBatch`` gives SpeechBrain relative lengths.
 
 Decoding and resampling are done once per clip when ``cache_folder`` is set:

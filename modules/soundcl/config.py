@@ -33,6 +33,9 @@ CHOICES = {
     "precision": ("fp32", "fp16", "bf16"),
     "on_bad_audio": ("error", "skip"),
     "knn_rule": ("exp", "vote"),
+    "knn_bank_balance": ("resample", "none"),  # soundcl.linear_eval.KNN_BANK_BALANCES
+    "pad_short_crops": ("batch", "dataset"),  # soundcl.audio.PAD_SHORT_CROPS
+    "valid_split": ("location", "test"),  # soundcl.data.tau19.VALID_SPLITS
     "two_view_forward": ("separate", "joint"),
     "embedding_head": ("pool", "fc"),
     "valid_replay": ("fraction", "count"),
