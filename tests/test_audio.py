@@ -31,12 +31,66 @@ def test_stereo_24bit_96k_is_downmixed_and_resampled(tmp_path):
 def test_short_8bit_mono_is_padded_for_training(tmp_path):
     path = tmp_path / "short.wav"
     sf.write(path, _tone(22050, 0.05), 22050, subtype="PCM_U8")
-    audio = AudioPipeline(sample_rate=16000, train_duration=1.0)
+    audio = AudioPipeline(sample_rate=16000, train_duration=1.0, pad_short_crops="dataset")
     wav = audio.load(str(path))
     assert abs(wav.shape[0] - 800) <= 1
     crop = audio.train_crop(wav, "short")
     assert crop.shape == (16000,)
     assert torch.all(crop[wav.shape[0]:] == 0)
+    # The default (cssl_sound's): the short clip stays whole; the batch pads it.
+    assert torch.equal(AudioPipeline(sample_rate=16000, train_duration=1.0).train_crop(wav, "short"), wav)
+
+
+def test_short_training_clip_keeps_a_relative_length_below_one_and_its_padding_is_ignored(tmp_path):
+    """pad_short_crops: batch (cssl_sound): a 0.4 s clip among 1 s crops has relative length 0.4 in the
+    batch, and its sentence-normalised features and pooled embedding equal those of the clip alone;
+    pad_short_crops: dataset pads it to length 1, so the padding enters the mean."""
+    from speechbrain.dataio.batch import PaddedBatch
+
+    from soundcl.models.encoders import masked_mean_max_pool
+
+    rows = []
+    for i, seconds in enumerate([0.4, 1.5]):
+        path = tmp_path / f"c{i}.wav"
+        sf.write(path, _tone(16000, seconds, freq=300.0 + 500 * i), 16000)
+        rows.append({"ID": f"c{i}", "wav": str(path), "duration": seconds, "class_idx": i})
+    fbank, norm = Fbank(n_mels=40), InputNormalization(norm_type="sentence", std_norm=False)
+
+    def features(wavs, lens):
+        return norm(fbank(wavs), lens)
+
+    for mode in ("batch", "dataset"):
+        audio = AudioPipeline(sample_rate=16000, train_duration=1.0, pad_short_crops=mode)
+        dataset = make_dataset(rows, audio, train=True, n_views=2)
+        batch = PaddedBatch([dataset[0], dataset[1]])
+        wavs, lens = batch.sig
+        assert wavs.shape == (2, 16000) and batch.sig_view1[0].shape == (2, 16000)
+        alone = audio.load(rows[0]["wav"])[None]
+        short = features(alone, torch.ones(1))[0]  # [frames, mels] of the clip alone
+        feats = features(wavs, lens)
+        n = short.shape[0]
+        pooled = masked_mean_max_pool(feats.transpose(1, 2), lens)[0]
+        if mode == "batch":
+            torch.testing.assert_close(lens, torch.tensor([0.4, 1.0]))
+            torch.testing.assert_close(batch.sig_view1[1], lens)
+            torch.testing.assert_close(feats[0, :n], short, atol=1e-4, rtol=1e-4)
+            valid = int(round(0.4 * feats.shape[1]))  # the frames the relative length covers
+            alone_pooled = masked_mean_max_pool(short[:valid].T[None], None)[0]
+            torch.testing.assert_close(pooled, alone_pooled, atol=1e-4, rtol=1e-4)
+            # Whatever the padding holds, the pooled embedding is the same.
+            noisy = feats.clone()
+            noisy[0, n + 1:] = 50.0
+            torch.testing.assert_close(masked_mean_max_pool(noisy.transpose(1, 2), lens)[0], pooled)
+        else:
+            torch.testing.assert_close(lens, torch.tensor([1.0, 1.0]))
+            assert (feats[0, :n] - short).abs().max() > 1.0  # the silent padding moved the sentence mean
+    from soundcl import audio as audio_module, config
+
+    assert config.CHOICES["pad_short_crops"] == audio_module.PAD_SHORT_CROPS  # checked at start
+    # Deterministic: the same crops on a second pass with the same crop seed.
+    again = make_dataset(rows, AudioPipeline(sample_rate=16000, train_duration=1.0), train=True)
+    assert torch.equal(again[1]["sig"], make_dataset(rows, AudioPipeline(sample_rate=16000, train_duration=1.0),
+                                                     train=True)[1]["sig"])
 
 
 def test_crops_are_random_across_epochs_but_reproducible(tmp_path):

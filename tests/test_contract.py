@@ -22,8 +22,9 @@ def test_declarations_merge_over_base_classes_and_subclasses_may_give_defaults()
 
 def test_missing_key_fails_naming_it_and_the_near_miss():
     with pytest.raises(ConfigError, match="lacks the key 'use_mixup' that SupervisedBrain needs.*use_mixp"):
-        check_declared({"seed": 1, "n_classes": 2, "audio": None, "epoch_counter": None, "lr_annealing": None,
-                        "train_logger": None, "use_mixp": True, "mixup_alpha": 0.2}, [SupervisedBrain], "x.yaml")
+        check_declared({"seed": 1, "n_classes": 2, "audio": None, "pad_short_crops": "batch", "epoch_counter": None,
+                        "lr_annealing": None, "train_logger": None, "use_mixp": True, "mixup_alpha": 0.2},
+                       [SupervisedBrain], "x.yaml")
 
 
 def _yaml_without(tmp_path, source, key):

@@ -72,6 +72,20 @@ def test_prepare_writes_the_fold1_split(tau_folder, tmp_path):
         assert all(r["label"] == info["classes"][r["class_idx"]] for r in train)
 
 
+def test_valid_split_test_is_cssl_sounds_split(tau_folder, tmp_path):
+    """valid_split: test: all of fold1_train trains, the test clips (fold1_test.csv) validate."""
+    info = tau19.prepare(tau_folder, str(tmp_path), task_classes=TASKS, valid_split="test")
+    rows = {s: [read_manifest(p) for p in paths] for s, paths in info["manifests"].items()}
+    for k in range(len(TASKS)):
+        assert len(rows["train"][k]) == PER_SCENE * 2
+        assert [r["ID"] for r in rows["valid"][k]] == [r["ID"] for r in rows["test"][k]]
+    with pytest.raises(ValueError, match="valid_split"):
+        tau19.prepare(tau_folder, str(tmp_path / "other"), task_classes=TASKS, valid_split="fold")
+    from soundcl import config
+
+    assert config.CHOICES["valid_split"] == tau19.VALID_SPLITS  # checked at start
+
+
 def test_missing_audio_and_bad_layout_are_reported(tau_folder, tmp_path):
     audio = os.path.join(tau_folder, "audio")
     victim = os.path.join(audio, sorted(os.listdir(audio))[0])

@@ -204,3 +204,90 @@ def test_readme_demo_runs_and_writes_the_documented_folder(tmp_path):
     needs = runpy.run_path(os.path.join(REPO_ROOT, "recipes", "linclf_train.py"), run_name="docs_check")["NEEDS"]
     # The synth default ssl_checkpoints_dir is <output_base>/sup_train_replay0/<seed>/save.
     check_config(linclf, sb.parse_arguments([linclf, f"--output_base={output_base}"])[2], needs)
+
+
+#: zhepeiw/cssl_sound README.md, "Experiments": the encoder and linear-evaluation commands of
+#: UrbanSound8K and TAU19, as written there with ``recipes/`` in front of the script
+#: (``<PATH_TO_ENCODER_CKPT>`` "should be identical to the <ENCODER_OUTPUT_DIR> with a /save suffix").
+ORIGINAL_README_COMMANDS = {
+    "us8k": [
+        "python recipes/supclr_train.py hparams/us8k/supclr_train.yaml --output_base <ENCODER_OUTPUT_DIR> "
+        "--replay_num_keep=0 --use_mixup=False --ssl_weight=1 --sup_weight=0 --train_duration=2.0 "
+        "--emb_norm_type=bn --proj_norm_type=bn --batch_size=32 --experiment_name=<NAME>",
+        "python recipes/linclf_train.py hparams/us8k/linclf_train.yaml --output_base <EVAL_OUTPUT_DIR> "
+        "--linclf_train_type=seen --replay_num_keep=all --ssl_checkpoints_dir=<PATH_TO_ENCODER_CKPT> "
+        "--emb_norm_type bn --experiment_name=<NAME>",
+        # cssl_sound's knn_eval.py flag names (knn_train_type, knn_t) on the same encoder.
+        "python recipes/knn_eval.py hparams/us8k/knn_eval.yaml --output_base <EVAL_OUTPUT_DIR> "
+        "--knn_train_type=buffer --knn_k=200 --knn_t=0.1 --ssl_checkpoints_dir=<PATH_TO_ENCODER_CKPT> "
+        "--experiment_name=<NAME>_knn",
+    ],
+    "tau19": [
+        "python recipes/supclr_train.py hparams/tau19/supclr_train.yaml --output_base <ENCODER_OUTPUT_DIR> "
+        "--replay_num_keep=0 --use_mixup=False --ssl_weight=1 --sup_weight=0 --train_duration=4.0 "
+        "--emb_norm_type bn --proj_norm_type bn --batch_size=32 --experiment_name=<NAME>",
+        "python recipes/linclf_train.py hparams/tau19/linclf_train.yaml --output_base <EVAL_OUTPUT_DIR> "
+        "--linclf_train_type=seen --ssl_checkpoints_dir=<PATH_TO_ENCODER_CKPT> --emb_norm_type bn "
+        "--experiment_name=<NAME>",
+    ],
+}
+
+#: What makes the original commands tiny on a miniature (these replace the command's own value).
+ORIGINAL_TINY = {"number_of_epochs": "1", "encoder_channels": "[8,16]", "emb_dim": "32", "n_mels": "32",
+                 "task_classes": "[[0,1],[2,3]]", "batch_size": "4", "warmup_epochs": "0", "num_workers": "0"}
+
+
+def _original_argv(command, folders, data_folder):
+    """argv of an original README command: placeholders filled, ``--data_folder`` and the tiny values added."""
+    words = shlex.split(command.replace("<PATH_TO_ENCODER_CKPT>", "<ENCODER_OUTPUT_DIR>/save"))
+    words = [re.sub(r"<([A-Z_]+)>", lambda m: folders.get(m.group(1), "readme"), w) for w in words[1:]]
+    argv, skip = [], False
+    for word in words[1:]:
+        key = word[2:].split("=", 1)[0] if word.startswith("--") else None
+        if skip and key is None:
+            skip = False
+            continue
+        skip = False
+        if key in ORIGINAL_TINY:
+            skip = "=" not in word  # "--key value": drop the value too
+            continue
+        argv.append(word)
+    with open(os.path.join(REPO_ROOT, argv[0]), encoding="utf-8") as fin:
+        keys = {line.split(":", 1)[0] for line in fin if line[:1].isalpha()}
+    argv += [f"--{k}={v}" for k, v in ORIGINAL_TINY.items() if v is not None and k in keys]
+    return words[0], [os.path.join(REPO_ROOT, argv[0]), *argv[1:], f"--data_folder={data_folder}", "--noprogressbar"]
+
+
+@pytest.mark.parametrize("dataset", sorted(ORIGINAL_README_COMMANDS))
+def test_cssl_sound_readme_commands_run_as_written(dataset, tmp_path):
+    """The original README's encoder then linear-evaluation command run on a miniature:
+    ``--ssl_checkpoints_dir=<ENCODER_OUTPUT_DIR>/save`` finds the one run under it (soundcl writes
+    ``<output_base>/<experiment_name>/<seed>/save``); the kNN flags of cssl_sound are accepted."""
+    from soundcl.testing import miniatures
+
+    make = {"us8k": lambda f: miniatures.make_us8k(f), "tau19": lambda f: miniatures.make_tau19(f, clips_per_class=5)}
+    data_folder = make[dataset](str(tmp_path / "data"))
+    folders = {"ENCODER_OUTPUT_DIR": str(tmp_path / "enc"), "EVAL_OUTPUT_DIR": str(tmp_path / "eval")}
+    for command in ORIGINAL_README_COMMANDS[dataset]:
+        script, argv = _original_argv(command, folders, data_folder)
+        assert script.startswith("recipes/"), command
+        results = run_recipe(os.path.basename(script)[:-len(".py")], argv)
+        assert results is not None, command
+    assert len(glob.glob(str(tmp_path / "enc" / "readme" / "*" / "save" / "task1"))) == 1
+    for name in ("readme", "readme_knn")[:len(ORIGINAL_README_COMMANDS[dataset]) - 1]:
+        found = glob.glob(str(tmp_path / "eval" / name / "*" / "results.json"))
+        assert len(found) == 1, (name, os.listdir(tmp_path / "eval"))
+
+
+def test_original_checkpoint_folder_with_several_runs_fails_listing_them(tmp_path):
+    from soundcl import config
+    from soundcl.contract import ConfigError
+
+    for seed in ("1986", "2022"):
+        os.makedirs(tmp_path / "enc" / "simclr" / seed / "save" / "task0")
+    with pytest.raises(ConfigError, match=r"holds 2 encoder runs: name one of .*1986/save, .*2022/save"):
+        config.original_command_overrides(f"ssl_checkpoints_dir: {tmp_path}/enc/save")
+    single = config.original_command_overrides(f"ssl_checkpoints_dir: {tmp_path}/enc/simclr/1986/save\nknn_t: 0.1")
+    assert single == f"ssl_checkpoints_dir: {tmp_path}/enc/simclr/1986/save\nknn_temperature: 0.1"
+    with pytest.raises(ConfigError, match="same option"):
+        config.original_command_overrides("knn_t: 0.1\nknn_temperature: 0.2")

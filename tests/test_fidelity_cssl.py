@@ -23,15 +23,17 @@ FEATURES = {
     "encoder_channels": [64, 128, 256, 512, 1024],
 }
 AUGMENT = {"augment_before_norm": True, "use_mixup": False, "mixup_alpha": 0.4}
+#: Training YAMLs: a clip shorter than train_duration stays whole and is padded by the batch.
+CROPS = {"pad_short_crops": "batch"}
 SSL = {
-    **FEATURES, **AUGMENT, "batch_size": 32, "base_lr": 0.00375, "momentum": 0.9, "weight_decay": 0.0005,
+    **FEATURES, **AUGMENT, **CROPS, "batch_size": 32, "base_lr": 0.00375, "momentum": 0.9, "weight_decay": 0.0005,
     "final_lr": 0.0, "replay_num_keep": 0, "two_view_forward": "separate", "constant_predictor_lr": True,
 }
 SIMCLR = {**SSL, "tau": 0.5, "use_predictor": True}
 SUPCLR = {**SIMCLR, "sup_weight": 1.0, "ssl_weight": 0.0, "mask_unseen_classes": False, "sup_loss_views": "first"}
 SUP = {
-    **FEATURES, **AUGMENT, "batch_size": 32, "lr": 0.00375, "lr_final": 0.0, "momentum": 0.9, "weight_decay": 0.0,
-    "replay_num_keep": 0, "valid_replay": "count", "mask_unseen_classes": False, "keep_last_checkpoint": True,
+    **FEATURES, **AUGMENT, **CROPS, "batch_size": 32, "lr": 0.00375, "lr_final": 0.0, "momentum": 0.9,
+    "weight_decay": 0.0, "replay_num_keep": 0, "valid_replay": "count", "mask_unseen_classes": False, "keep_last_checkpoint": True,
 }
 LINCLF = {
     **FEATURES, "linclf_train_type": "buffer", "replay_num_keep": 100, "subset_selection": "random", "batch_size": 32,
@@ -39,8 +41,9 @@ LINCLF = {
     "mask_unseen_classes": False, "encoder_checkpoint": "last", "reinit_classifier": True,
 }
 KNN = {**FEATURES, "linclf_train_type": "buffer", "replay_num_keep": 100, "subset_selection": "random",
-       "knn_k": 200, "knn_temperature": 0.1, "knn_rule": "exp", "encoder_checkpoint": "last"}
-TAU19_ORDER = {"task_classes": [[3, 8], [9, 4], [1, 7], [5, 2], [6, 0]]}
+       "knn_k": 200, "knn_temperature": 0.1, "knn_rule": "exp", "encoder_checkpoint": "last",
+       "knn_bank_balance": "resample"}
+TAU19_ORDER = {"task_classes": [[3, 8], [9, 4], [1, 7], [5, 2], [6, 0]], "valid_split": "location"}
 
 #: (hparams file, expected values): the YAMLs cssl_sound publishes, with its values.
 PUBLISHED = [

@@ -172,7 +172,7 @@ def test_replay_yaml_defaults_are_asccl(dataset):
                 "memory_size": 500, "mem_manage": "prototype", "uncert_metric": "noisytune", "metric_k": 6,
                 "noise_lambda": 0.2, "uncertainty_from_task": 1, "batch_size": 32, "replay_encoder": "ascl_bcresnet",
                 "ascl_channels": 40, "report_best_test_epoch": True, "patience": 7, "mel_bn_momentum": 0.1,
-                "eval_batch_size": 128}
+                "eval_batch_size": 128, "normalize": False, "pad_short_crops": "dataset"}
     assert {key: raw[key] for key in expected} == expected
     assert str(raw["lr_final"]) == "<lr>"  # no LR schedule
     assert "torch.optim.Adam" in raw["opt_class"].tag.value

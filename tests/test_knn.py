@@ -83,3 +83,47 @@ def test_ssl_scoring_and_knn_evaluation_use_the_one_rule(monkeypatch):
     brain.hparams.knn_rule = "vote"
     assert KnnEvalBrain.compute_forward(brain, Batch(), None).argmax(1).tolist() == [1]
     assert [c.get("rule", "exp") for c in calls] == ["exp", "exp", "vote"]
+
+
+def _fit_bank(balance, train_type, labels, seed=1986, task_id=4):
+    """KnnEvalBrain.fit on a stand-in Brain whose loader yields batches of (embedding, label)."""
+    class Batch:
+        def __init__(self, emb, cls):
+            self.emb, self.class_idx = emb, cls
+
+        def to(self, device):
+            return self
+
+    embeddings = torch.randn(len(labels), 8, generator=torch.Generator().manual_seed(0))
+    batches = [Batch(embeddings[i:i + 32], labels[i:i + 32].tolist()) for i in range(0, len(labels), 32)]
+    brain = types.SimpleNamespace(
+        device="cpu", task_id=task_id, make_dataloader=lambda *args, **kwargs: batches,
+        batch_embeddings=lambda batch: batch.emb,
+        hparams=types.SimpleNamespace(seed=seed, knn_bank_balance=balance, linclf_train_type=train_type),
+    )
+    KnnEvalBrain.fit(brain, None, None)
+    return brain.bank, brain.bank_labels
+
+
+def test_knn_bank_is_a_class_balanced_resample_in_buffer_as_cssl_sound():
+    """buffer at the last task: 2 current classes of 90 clips, 4 earlier ones of 10 (the buffer):
+    the original's bank holds as many entries, about n / 6 of each class (US8K: ~130 each, not ~450 / ~50)."""
+    labels = torch.tensor([4] * 90 + [5] * 90 + [0] * 10 + [1] * 10 + [2] * 10 + [3] * 10)
+    bank, bank_labels = _fit_bank("resample", "buffer", labels)
+    counts = torch.bincount(bank_labels, minlength=6)
+    assert bank.shape[0] == len(labels) and counts.sum() == len(labels)
+    assert counts.min() >= 20 and counts.max() <= 55, counts  # expected 36.7 each
+    assert (counts[:4] > 10).all() and (counts[4:] < 90).all()
+    # Entries are bank clips (with replacement: old clips repeat), drawn again identically.
+    again, again_labels = _fit_bank("resample", "buffer", labels)
+    assert torch.equal(bank, again) and torch.equal(bank_labels, again_labels)
+    assert len({tuple(row.tolist()) for row in bank[bank_labels == 0]}) <= 10
+    # none: every clip once; seen / full are never resampled (the original's dataio_prep).
+    for balance, train_type in (("none", "buffer"), ("resample", "seen"), ("resample", "full")):
+        kept, kept_labels = _fit_bank(balance, train_type, labels)
+        assert torch.equal(kept_labels, labels)
+    with pytest.raises(ValueError, match="knn_bank_balance"):
+        _fit_bank("balanced", "buffer", labels)
+    from soundcl import config
+
+    assert config.CHOICES["knn_bank_balance"] == linear_eval.KNN_BANK_BALANCES  # checked at start

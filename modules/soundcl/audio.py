@@ -6,9 +6,12 @@ reads audio the same way:
 * decode with ``soundfile`` (any bit depth, any channel count), downmix to mono;
 * resample to ``sample_rate`` with one cached resampler per source rate;
 * peak-normalise, leaving silent clips silent (no division by zero);
-* training: a random crop of ``train_duration`` seconds (shorter clips are
-  zero-padded). The crop offset is a pure function of (crop seed, clip id), so a
-  resumed run, a run with data-loader workers and a DDP run draw the same crops;
+* training: a random crop of ``train_duration`` seconds; a shorter clip stays
+  whole (``pad_short_crops: batch``, cssl_sound's: ``PaddedBatch`` pads it with a
+  relative length < 1, so mean normalisation and pooling leave the padding out)
+  or is zero-padded to the crop length (``dataset``: length 1). The crop offset
+  is a pure function of (crop seed, clip id), so a resumed run, a run with
+  data-loader workers and a DDP run draw the same crops;
 * evaluation: the full clip; ``PaddedBatch`` gives SpeechBrain relative lengths.
 
 Decoding and resampling are done once per clip when ``cache_folder`` is set:
@@ -36,6 +39,10 @@ class AudioReadError(RuntimeError):
     """A clip that cannot be decoded, with the file named."""
 
 
+#: Where a clip shorter than a training crop is padded (``pad_short_crops``).
+PAD_SHORT_CROPS = ("batch", "dataset")
+
+
 class AudioPipeline:
     """Loads clips as mono float waveforms at a fixed rate.
 
@@ -52,9 +59,18 @@ class AudioPipeline:
     crop_seed : int
         Seed mixed into each crop offset; :meth:`set_crop_seed` changes it per
         epoch so crops differ between epochs but not between reruns.
+    pad_short_crops : str
+        A clip shorter than a training crop: ``batch`` (cssl_sound's) keeps it whole,
+        the batch pads it (relative length < 1); ``dataset`` zero-pads it here to
+        the crop length (relative length 1: the padding enters the mean and the pooling).
     """
 
-    def __init__(self, sample_rate=16000, train_duration=4.0, normalize=True, cache_folder=None, crop_seed=0):
+    def __init__(self, sample_rate=16000, train_duration=4.0, normalize=True, cache_folder=None, crop_seed=0,
+                 pad_short_crops="batch"):
+        if pad_short_crops not in PAD_SHORT_CROPS:
+            raise ValueError(f"unknown pad_short_crops {pad_short_crops!r}: "
+                             f"expected one of {', '.join(PAD_SHORT_CROPS)}")
+        self.pad_short_crops = pad_short_crops
         self.sample_rate = int(sample_rate)
         self.train_duration = float(train_duration)
         self.normalize = normalize
@@ -144,7 +160,8 @@ class AudioPipeline:
         return int(np.random.RandomState(draw).randint(0, room + 1))
 
     def train_crop(self, wav, clip_id, view=0):
-        """Crop (or zero-pad) ``wav`` to exactly ``train_samples`` samples.
+        """Crop ``wav`` to ``train_samples`` samples; a shorter clip is returned whole
+        (``pad_short_crops: batch``) or zero-padded to ``train_samples`` (``dataset``).
 
         Arguments
         ---------
@@ -156,10 +173,12 @@ class AudioPipeline:
 
         Returns
         -------
-        torch.Tensor, shape [train_samples]
+        torch.Tensor, shape [train_samples] (or [n_samples] when shorter, ``batch``)
         """
         target = self.train_samples
         if wav.shape[0] < target:
+            if self.pad_short_crops == "batch":
+                return wav
             return torch.nn.functional.pad(wav, (0, target - wav.shape[0]))
         start = self.crop_offset(clip_id, wav.shape[0], view)
         return wav[start : start + target]

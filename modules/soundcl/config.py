@@ -7,6 +7,9 @@ the YAML with the command-line overrides applied but no object built yet
 checked first.
 """
 import difflib
+import glob
+import json
+import logging
 import os
 
 import ruamel.yaml
@@ -15,6 +18,8 @@ from hyperpyyaml import resolve_references
 from soundcl.contract import ConfigError
 from soundcl.models.ascl_bcresnet import REPLAY_ENCODERS
 from soundcl.models.encoders import ENCODER_KINDS
+
+logger = logging.getLogger(__name__)
 
 #: Keys whose values come from a fixed set, wherever a recipe uses them.
 CHOICES = {
@@ -28,6 +33,9 @@ CHOICES = {
     "precision": ("fp32", "fp16", "bf16"),
     "on_bad_audio": ("error", "skip"),
     "knn_rule": ("exp", "vote"),
+    "knn_bank_balance": ("resample", "none"),  # soundcl.linear_eval.KNN_BANK_BALANCES
+    "pad_short_crops": ("batch", "dataset"),  # soundcl.audio.PAD_SHORT_CROPS
+    "valid_split": ("location", "test"),  # soundcl.data.tau19.VALID_SPLITS
     "two_view_forward": ("separate", "joint"),
     "embedding_head": ("pool", "fc"),
     "valid_replay": ("fraction", "count"),
@@ -40,7 +48,69 @@ CHOICES = {
     "strategy": ("finetune_or_replay", "joint", "joint_incremental", "lwf", "ewc", "er_ace", "derpp", "gdumb", "icarl"),
 }
 
+#: cssl_sound's command-line names -> soundcl's (``knn_eval.py --knn_train_type=buffer --knn_t=0.1``).
+ORIGINAL_NAMES = {"knn_train_type": "linclf_train_type", "knn_t": "knn_temperature"}
 
+
+def original_command_overrides(overrides):
+    """The overrides of a command written for cssl_sound, in soundcl's terms (idempotent).
+
+    * the original kNN flag names (:data:`ORIGINAL_NAMES`) become soundcl's;
+    * ``ssl_checkpoints_dir=<ENCODER_OUTPUT_DIR>/save`` (the original's encoder folder): soundcl's
+      encoder run writes ``<output_base>/<experiment_name>/<seed>/save``, so a folder without
+      ``task<k>/`` folders that holds one such run is replaced by that run's ``save/`` (logged in one
+      line); with several, a :class:`ConfigError` lists them.
+
+    Arguments
+    ---------
+    overrides : str
+        YAML text of ``sb.parse_arguments``.
+
+    Returns
+    -------
+    str, YAML text.
+    """
+    if not overrides or not overrides.strip():
+        return overrides
+    lines = overrides.split("\n")
+    keys = [line.split(":", 1)[0] for line in lines]  # top-level keys start a line (sb.parse_arguments)
+    for original, ours in ORIGINAL_NAMES.items():
+        if original in keys:
+            if ours in keys:
+                raise ConfigError(f"--{original} (cssl_sound's name) and --{ours} are the same option: give one")
+            at = keys.index(original)
+            lines[at], keys[at] = ours + lines[at][len(original):], ours
+    if "ssl_checkpoints_dir" in keys:
+        at = keys.index("ssl_checkpoints_dir")
+        folder = ruamel.yaml.YAML(typ="safe", pure=True).load(lines[at]).get("ssl_checkpoints_dir")
+        run = _one_encoder_run(folder) if isinstance(folder, str) else None
+        if run is not None:
+            lines[at] = f"ssl_checkpoints_dir: {json.dumps(run)}"
+    return "\n".join(lines)
+
+
+def _one_encoder_run(folder):
+    """The ``save/`` folder of the one encoder run under ``folder`` (or under the ``<dir>`` of a
+    missing ``<dir>/save``) when ``folder`` has no ``task<k>/`` folders; None if there is none."""
+    if _has_task_folders(folder):
+        return None
+    base = folder if os.path.isdir(folder) else os.path.dirname(folder.rstrip("/"))
+    if not os.path.isdir(base) or not (os.path.isdir(folder) or os.path.basename(folder.rstrip("/")) == "save"):
+        return None
+    runs = sorted(path for depth in ("*", "*/*", "*/*/*") for path in glob.glob(os.path.join(base, depth, "save"))
+                  if _has_task_folders(path))
+    if len(runs) > 1:
+        raise ConfigError(f"ssl_checkpoints_dir={folder} holds no task<k>/ folders and {base} holds "
+                          f"{len(runs)} encoder runs: name one of {', '.join(runs)}")
+    if not runs:
+        return None
+    logger.info("ssl_checkpoints_dir %s has no task<k>/ folders: using the one encoder run under it, %s",
+                folder, runs[0])
+    return runs[0]
+
+
+def _has_task_folders(folder):
+    return os.path.isdir(os.path.join(folder, "task0"))
 
 
 def preview_hparams(hparams_file, overrides=""):

@@ -35,6 +35,9 @@ class ContinualBrain(sb.Brain):
         "seed": REQUIRED,
         "n_classes": REQUIRED,
         "audio": REQUIRED,  # a soundcl.audio.AudioPipeline
+        # batch: a clip shorter than a training crop stays whole, padded by the batch (cssl_sound's);
+        # dataset: zero-padded to the crop in the data set (ASC-CL's); passed to `audio` by the YAML.
+        "pad_short_crops": REQUIRED,
         "epoch_counter": REQUIRED,
     }
 

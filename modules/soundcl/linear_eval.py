@@ -51,6 +51,8 @@ TRAIN_TYPES = ("seen", "subset", "buffer", "full")
 SUBSET_SELECTIONS = ("random", "class_balanced")
 #: Protocols whose training clips are sampled class-balanced (cssl_sound's class_balanced_dataio_prep).
 BALANCED_SAMPLING_TYPES = ("subset", "buffer")
+#: The kNN bank of those protocols (``knn_bank_balance``): a class-balanced resample (cssl_sound) or each clip once.
+KNN_BANK_BALANCES = ("resample", "none")
 
 
 # ====================================================================== data
@@ -380,6 +382,9 @@ class KnnEvalBrain(LinearEvalBrain):
         "knn_k": REQUIRED,  # neighbours of each test clip
         "knn_rule": REQUIRED,  # exp: votes weighted by exp(cos / knn_temperature) (cssl_sound's); vote: majority
         "knn_temperature": REQUIRED,
+        # resample (cssl_sound's): in buffer / subset the bank is as many clips drawn class-balanced with
+        # replacement (a class uniformly, then one of its clips); none: every selected clip once.
+        "knn_bank_balance": REQUIRED,
         "reinit_classifier": False,  # no classifier
         "mask_unseen_classes": False,  # the bank holds only the classes trained on
         "lr_annealing": None,  # no training
@@ -395,6 +400,23 @@ class KnnEvalBrain(LinearEvalBrain):
             labels.append(torch.as_tensor(batch.class_idx, dtype=torch.long, device=self.device))
         self.bank = torch.cat(embeddings)  # [n_train, emb_dim]
         self.bank_labels = torch.cat(labels)  # [n_train]
+        balance = self.hparams.knn_bank_balance
+        if balance not in KNN_BANK_BALANCES:
+            raise ValueError(f"unknown knn_bank_balance {balance!r}: expected one of {', '.join(KNN_BANK_BALANCES)}")
+        if balance == "resample" and self.hparams.linclf_train_type in BALANCED_SAMPLING_TYPES:
+            # cssl_sound's class_balanced_dataio_prep: each of the n_train items is a class drawn
+            # uniformly, then one of its clips, with replacement (here seeded per task).
+            labels = self.bank_labels.cpu().numpy()
+            classes = np.unique(labels)
+            rng = np.random.RandomState(derive_seed(self.hparams.seed, self.task_id, "knn-bank"))
+            drawn = classes[rng.randint(len(classes), size=len(labels))]
+            index = np.empty(len(labels), dtype=np.int64)
+            for c in classes:
+                members = np.flatnonzero(labels == c)
+                at = np.flatnonzero(drawn == c)
+                index[at] = members[rng.randint(len(members), size=len(at))]
+            index = torch.as_tensor(index, device=self.bank.device)
+            self.bank, self.bank_labels = self.bank[index], self.bank_labels[index]
 
     def compute_forward(self, batch, stage):
         """kNN class scores [batch, n_classes] of :func:`soundcl.knn.knn_scores`.

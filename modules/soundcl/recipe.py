@@ -67,6 +67,7 @@ def check_config(hparams_file, overrides, needs):
     The previewed hparams (plain data, no object built), declared defaults filled in.
     """
     try:
+        overrides = config.original_command_overrides(overrides)
         preview = config.preview_hparams(hparams_file, overrides)
         check_declared(preview, needs, hparams_file)
         config.validate(preview)
@@ -77,6 +78,7 @@ def check_config(hparams_file, overrides, needs):
 
 def load_hparams(hparams_file, overrides, needs):
     """Build the hparams objects; fill declared defaults; apply ``cpu_threads`` and ``deterministic``."""
+    overrides = config.original_command_overrides(overrides)  # cssl_sound's flag names and encoder folder
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = with_defaults(load_hyperpyyaml(fin, overrides), needs)
     torch.set_num_threads(int(hparams["cpu_threads"]))
@@ -116,6 +118,7 @@ def create_experiment_directory(hparams, hparams_file, overrides, preview):
     the keys that differ.
     """
     folder = hparams["output_folder"]
+    overrides = config.original_command_overrides(overrides)
     current = run_description(preview)
     path = os.path.join(folder, RUN_CONFIG_FILE)
     if os.path.exists(path):

@@ -28,6 +28,8 @@ DEFAULT_TASK_CLASSES = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
 META_FILE = "meta.csv"
 TRAIN_FILE = os.path.join("evaluation_setup", "fold1_train.csv")
 EVALUATE_FILE = os.path.join("evaluation_setup", "fold1_evaluate.csv")
+#: The validation clips (``valid_split``): held out of fold1_train by location, or the test clips (cssl_sound).
+VALID_SPLITS = ("location", "test")
 
 
 def _read_tsv(path, columns):
@@ -76,7 +78,8 @@ def read_metadata(data_folder):
     return splits[0], splits[1], classes
 
 
-def prepare(data_folder, save_folder, task_classes=DEFAULT_TASK_CLASSES, valid_fraction=0.1, seed=0):
+def prepare(data_folder, save_folder, task_classes=DEFAULT_TASK_CLASSES, valid_fraction=0.1, seed=0,
+            valid_split="location"):
     """Write per-task train/valid/test manifests for TAU 2019 fold 1.
 
     Arguments
@@ -88,6 +91,10 @@ def prepare(data_folder, save_folder, task_classes=DEFAULT_TASK_CLASSES, valid_f
     valid_fraction : float
         Fraction of each scene's training clips drawn (by location) for valid.
     seed : int
+    valid_split : str
+        ``location``: that held-out part of ``fold1_train`` validates; ``test`` (cssl_sound's):
+        all of ``fold1_train`` trains and the test clips (``fold1_test.csv`` = the
+        ``fold1_evaluate`` clips) validate, so the model selection sees the test set.
 
     Returns
     -------
@@ -98,7 +105,11 @@ def prepare(data_folder, save_folder, task_classes=DEFAULT_TASK_CLASSES, valid_f
     task_classes = validate_task_classes(task_classes, len(classes))
     manifests = task_manifest_paths(save_folder, SPLITS, len(task_classes))
     result = {"classes": classes, "n_tasks": len(task_classes), "manifests": manifests}
+    if valid_split not in VALID_SPLITS:
+        raise ValueError(f"unknown valid_split {valid_split!r}: expected one of {', '.join(VALID_SPLITS)}")
     opts = {"data_folder": data_folder, "valid_fraction": valid_fraction, "seed": seed}
+    if valid_split != "location":  # (manifests prepared before the option stay valid)
+        opts["valid_split"] = valid_split
     metadata_file = os.path.join(data_folder, TRAIN_FILE)
 
     def make_rows():
@@ -119,6 +130,8 @@ def prepare(data_folder, save_folder, task_classes=DEFAULT_TASK_CLASSES, valid_f
 
         pool, test = rows_of(train_entries), rows_of(test_entries)
         probe_rows(pool + test, "TAU 2019 audio files", expected=f"under {data_folder}/audio/")
+        if valid_split == "test":
+            return {"train": pool, "valid": [dict(row) for row in test], "test": test}, None
         train, valid = split_train_valid(pool, valid_fraction, seed, group_of=lambda row: location[row["wav"]])
         return {"train": train, "valid": valid, "test": test}, None
 
