@@ -6,9 +6,14 @@ computes outside training is made consistent here: a per-clip estimate is summed
 over shards and averaged (:func:`mean_over_processes`, EWC's Fisher), a choice made
 from the model is taken from the main process (:func:`from_main_process`: iCaRL's
 exemplar means, DER++'s stored logits, GDumb's initial weights). Without a process
-group (one process) every function is the identity.
+group (one process) every function is the identity. Recipe scripts end through
+:func:`run_script`.
 """
+import atexit
 import contextlib
+import logging
+import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -89,3 +94,35 @@ def from_main_process(value):
     if not distributed():
         return value
     return sb.utils.distributed.ddp_broadcast(value, src=0)
+
+
+def run_script(main, argv=None):
+    """``main(argv)`` as a recipe script runs it (``argv``: the command line's); under DDP the
+    process then ends without interpreter finalization.
+
+    Why: a gloo process that returns normally can abort while Python finalizes, "terminate
+    called without an active exception" (SIGABRT; the non-main processes, which return right
+    after the task loop's last memory broadcast and barrier). A gloo worker thread frees a
+    collective's work after the call has returned, and a barrier holds the works still in
+    progress when it was issued (here the memory broadcast) until it is freed itself. When such
+    a work holds the last reference to a tensor whose Python object it owns, freeing it takes
+    the GIL, and a thread that takes the GIL during finalization is ended inside a noexcept
+    destructor (gdb on the core: ``ProcessGroupGloo::runLoop`` -> ``~AsyncBarrierWork`` ->
+    ``~AsyncBroadcastWork`` -> ``TensorImpl::decref_pyobject`` -> ``take_gil`` ->
+    ``pthread_exit`` -> ``std::terminate``). ``destroy_process_group`` does not wait for the
+    workers (DDP's reducers keep the process group alive), and Python cannot keep the tensors
+    alive (finalization frees module globals first). So a process that finished its work waits
+    for the others (barrier), runs the exit handlers (destroying the process group), flushes
+    and ends with ``os._exit(0)``. A failing process (exception, ``SystemExit``) exits as
+    Python does, with its status; torchrun then stops the others.
+    """
+    main(sys.argv[1:] if argv is None else argv)
+    if distributed():
+        dist.barrier()  # no process leaves while another still writes or communicates
+        # CPython's runner of the atexit handlers (os._exit would skip them): our
+        # destroy_process_group (soundcl.recipe), tqdm's, logging's.
+        atexit._run_exitfuncs()
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
