@@ -25,11 +25,11 @@ import sys
 
 from hyperpyyaml import load_hyperpyyaml
 
-from soundcl.checkpoints import SafeCheckpointer
+from soundcl.base.checkpoints import SafeCheckpointer
 from soundcl.data.manifest import read_manifest
-from soundcl.task_loop import FINAL_CKPT_NAME
-from soundcl.ondevice import export, export_int8
-from soundcl.scene_brains import SceneBrain
+from soundcl.core.task_loop import FINAL_CKPT_NAME
+from soundcl.ondevice.export import export, export_int8
+from soundcl.methods.scene.brains import SceneBrain
 
 
 def main(argv=None):

@@ -16,10 +16,10 @@ import sys
 
 import speechbrain as sb
 
-from soundcl import recipe
-from soundcl.linear_eval import LinearEvalBrain, LinearEvalSets
-from soundcl.memory import NoMemory
-from soundcl.task_loop import TaskLoop
+from soundcl.core import recipe
+from soundcl.methods.evaluation.linear_eval import LinearEvalBrain, LinearEvalSets
+from soundcl.memory.policies import NoMemory
+from soundcl.core.task_loop import TaskLoop
 
 # What this recipe is made of; each part declares the hparams it reads.
 NEEDS = [recipe, TaskLoop, LinearEvalBrain, LinearEvalSets]

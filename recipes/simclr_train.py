@@ -4,7 +4,7 @@
     python recipes/simclr_train.py hparams/synth/simclr_train.yaml
     python recipes/simclr_train.py hparams/us8k/simclr_train.yaml --data_folder=/data/UrbanSound8K
 
-For each task k (soundcl.task_loop.TaskLoop): train the encoder on two augmented
+For each task k (soundcl.core.task_loop.TaskLoop): train the encoder on two augmented
 views of task k's clips plus the memory (``replay_num_keep`` random clips of
 every finished task), keep the last epoch, and test it with a cosine kNN
 classifier whose bank is the training clips of tasks 0..k (row k of the matrix).
@@ -15,11 +15,11 @@ import sys
 
 import speechbrain as sb
 
-from soundcl import recipe
-from soundcl.memory import PerTaskRandom
-from soundcl.ssl import SimCLR
-from soundcl.task_data import CurrentTaskWithMemory
-from soundcl.task_loop import TaskLoop
+from soundcl.core import recipe
+from soundcl.memory.policies import PerTaskRandom
+from soundcl.methods.ssl.base import SimCLR
+from soundcl.core.task_data import CurrentTaskWithMemory
+from soundcl.core.task_loop import TaskLoop
 
 # What this recipe is made of; each part declares the hparams it reads.
 NEEDS = [recipe, TaskLoop, SimCLR, CurrentTaskWithMemory, PerTaskRandom]

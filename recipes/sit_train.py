@@ -18,12 +18,12 @@ import sys
 
 import speechbrain as sb
 
-from soundcl import recipe
-from soundcl.atomic import write_json_atomic
-from soundcl.memory import NoMemory
-from soundcl.scene_brains import DEVICE_ACCURACY_FILE, SITBrain
-from soundcl.task_data import CurrentTaskWithMemory
-from soundcl.task_loop import TaskLoop
+from soundcl.core import recipe
+from soundcl.base.atomic import write_json_atomic
+from soundcl.memory.policies import NoMemory
+from soundcl.methods.scene.brains import DEVICE_ACCURACY_FILE, SITBrain
+from soundcl.core.task_data import CurrentTaskWithMemory
+from soundcl.core.task_loop import TaskLoop
 
 # What this recipe is made of; each part declares the hparams it reads.
 NEEDS = [recipe, TaskLoop, SITBrain, CurrentTaskWithMemory]

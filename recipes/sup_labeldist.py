@@ -4,22 +4,22 @@
     python recipes/sup_labeldist.py hparams/synth/sup_labeldist.yaml
     python recipes/sup_labeldist.py hparams/us8k/sup_labeldist.yaml --data_folder=/data/UrbanSound8K
 
-For each task k (soundcl.task_loop.TaskLoop): train as supclr_train.py
+For each task k (soundcl.core.task_loop.TaskLoop): train as supclr_train.py
 (sup_weight x CE + ssl_weight x NT-Xent, on task k's clips plus ``replay_num_keep``
 clips of every finished task) plus ``dist_weight`` x the KL divergence between the
 softened (``dist_tau``) classifier outputs of the frozen task k-1 model and the
-current model on the same features (soundcl.labeldist). Testing and checkpoints
+current model on the same features (soundcl.methods.ssl.labeldist). Testing and checkpoints
 as supclr_train.py.
 """
 import sys
 
 import speechbrain as sb
 
-from soundcl import recipe
-from soundcl.memory import PerTaskRandom
-from soundcl.labeldist import SupCLRLabelDist
-from soundcl.task_data import CurrentTaskWithMemory
-from soundcl.task_loop import TaskLoop
+from soundcl.core import recipe
+from soundcl.memory.policies import PerTaskRandom
+from soundcl.methods.ssl.labeldist import SupCLRLabelDist
+from soundcl.core.task_data import CurrentTaskWithMemory
+from soundcl.core.task_loop import TaskLoop
 
 # What this recipe is made of; each part declares the hparams it reads.
 NEEDS = [recipe, TaskLoop, SupCLRLabelDist, CurrentTaskWithMemory, PerTaskRandom]

@@ -7,7 +7,7 @@
         --replay_num_keep=0 --use_mixup=False --ssl_weight=1 --sup_weight=0 --train_duration=2.0 \\
         --emb_norm_type=bn --proj_norm_type=bn --batch_size=32 --experiment_name=simclr_ft
 
-For each task k (soundcl.task_loop.TaskLoop): train the encoder on two augmented
+For each task k (soundcl.core.task_loop.TaskLoop): train the encoder on two augmented
 views of task k's clips plus the memory (``replay_num_keep`` random clips of
 every finished task), keep the last epoch, and test it with a cosine kNN
 classifier whose bank is the training clips of tasks 0..k (row k of the matrix).
@@ -18,11 +18,11 @@ import sys
 
 import speechbrain as sb
 
-from soundcl import recipe
-from soundcl.memory import PerTaskRandom
-from soundcl.ssl import SupCLR
-from soundcl.task_data import CurrentTaskWithMemory
-from soundcl.task_loop import TaskLoop
+from soundcl.core import recipe
+from soundcl.memory.policies import PerTaskRandom
+from soundcl.methods.ssl.base import SupCLR
+from soundcl.core.task_data import CurrentTaskWithMemory
+from soundcl.core.task_loop import TaskLoop
 
 # What this recipe is made of; each part declares the hparams it reads.
 NEEDS = [recipe, TaskLoop, SupCLR, CurrentTaskWithMemory, PerTaskRandom]

@@ -4,11 +4,11 @@
     python recipes/supsiam_train.py hparams/synth/supsiam_train.yaml
     python recipes/supsiam_train.py hparams/us8k/supsiam_train.yaml --data_folder=/data/UrbanSound8K
 
-For each task k (soundcl.task_loop.TaskLoop): train on two augmented views of
+For each task k (soundcl.core.task_loop.TaskLoop): train on two augmented views of
 task k's clips plus the memory (``replay_num_keep`` random clips of every
 finished task), keep the last epoch, and test the encoder with a cosine kNN
 classifier whose bank is the training clips of tasks 0..k (row k of the
-matrix). The method is :class:`soundcl.sup_term.SupSiam`; the task-wise checkpoints in
+matrix). The method is :class:`soundcl.methods.ssl.sup_term.SupSiam`; the task-wise checkpoints in
 <output_folder>/save/task<k>/ are what recipes/linclf_train.py and
 recipes/knn_eval.py evaluate (--ssl_checkpoints_dir).
 """
@@ -16,11 +16,11 @@ import sys
 
 import speechbrain as sb
 
-from soundcl import recipe
-from soundcl.memory import PerTaskRandom
-from soundcl.sup_term import SupSiam
-from soundcl.task_data import CurrentTaskWithMemory
-from soundcl.task_loop import TaskLoop
+from soundcl.core import recipe
+from soundcl.memory.policies import PerTaskRandom
+from soundcl.methods.ssl.sup_term import SupSiam
+from soundcl.core.task_data import CurrentTaskWithMemory
+from soundcl.core.task_loop import TaskLoop
 
 # What this recipe is made of; each part declares the hparams it reads.
 NEEDS = [recipe, TaskLoop, SupSiam, CurrentTaskWithMemory, PerTaskRandom]
