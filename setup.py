@@ -47,7 +47,7 @@ setup(
         "test": ["pytest", "pytest-timeout", "onnx", "onnxruntime", "onnxscript", "tensorboard",
                  "hear21passt", "timm", TORCH_FAMILY["torchvision"]],
         "export": ["onnx", "onnxruntime", "onnxscript"],
-        # use_tensorboard=True (soundcl.tensorboard_log, SpeechBrain's TensorboardLogger)
+        # use_tensorboard=True (soundcl.results.tensorboard_log, SpeechBrain's TensorboardLogger)
         "tensorboard": ["tensorboard"],
         # soundcl.models.passt (PaSST). timm pulls torchvision, which is built against exactly one
         # torch release: torchvision 0.26 <-> torch 2.11 (else `import timm` fails on torchvision::nms).

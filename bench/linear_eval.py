@@ -43,7 +43,7 @@ import numpy as np
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "modules"))
 
-from soundcl.metrics import format_matrix_table  # noqa: E402
+from soundcl.results.metrics import format_matrix_table  # noqa: E402
 
 
 def run_recipe(name, argv):

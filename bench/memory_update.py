@@ -43,9 +43,9 @@ import speechbrain as sb
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modules"))
 
-from soundcl.memory import FixedSizeMemory  # noqa: E402
-from soundcl.task_loop import MemoryContext  # noqa: E402
-from soundcl.memory_scores import plain_predictions  # noqa: E402
+from soundcl.memory.policies import FixedSizeMemory  # noqa: E402
+from soundcl.core.task_loop import MemoryContext  # noqa: E402
+from soundcl.memory.scores import plain_predictions  # noqa: E402
 from soundcl.models.bcresnet import BCResNet  # noqa: E402
 from soundcl.models.encoders import Classifier  # noqa: E402
 from soundcl.models.frontend import LogMelFrontEnd, MelBatchNorm  # noqa: E402

@@ -235,7 +235,7 @@ SMALL_CNN_SUP = [arg for arg in SMALL_CNN if not arg.startswith("--encoder=")]
 #: The YAMLs' SpecAugment (2 time masks of up to 10 frames, 2 frequency masks, time warp 8 frames) with the
 #: frequency masks scaled to the 40 mel bands: up to 5 bins, the YAMLs' 10 of 80 (two masks of 10 of 40
 #: bands hide up to half of the spectrum and kept the CNN's training loss at ln 10 for 10 epochs).
-SCALED_SPECAUGMENT = ["--augmentation=!new:soundcl.augment.TimeFreqAugment {enabled: True, time_warp: True, "
+SCALED_SPECAUGMENT = ["--augmentation=!new:soundcl.data.augment.TimeFreqAugment {enabled: True, time_warp: True, "
                       "time_warp_window: 8, n_freq_mask: 2, freq_mask_width: [0, 5], n_time_mask: 2, "
                       "time_mask_width: [0, 10], time_roll: False, freq_shift: 0}"]
 #: Adam at 1e-3 (cosine to 1e-4 for sup_train) instead of the YAMLs' SGD (cssl_sound: lr 0.00375 with

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Every strategy of ``soundcl.strategies.STRATEGIES`` on the synthetic 5-task set, several seeds, one report.
+"""Every strategy of ``soundcl.methods.supervised.strategies.STRATEGIES`` on the synthetic 5-task set, several seeds, one report.
 
 For each strategy and seed, runs ``recipes/sup_train.py hparams/synth/sup_train.yaml
 --strategy=NAME --experiment_name=NAME --seed=S`` (in-process, one after the other) into
@@ -22,7 +22,7 @@ import time
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "modules"))
 
-from soundcl.strategies import STRATEGIES  # noqa: E402
+from soundcl.methods.supervised.strategies import STRATEGIES  # noqa: E402
 
 HPARAMS = os.path.join(REPO_ROOT, "hparams", "synth", "sup_train.yaml")
 
@@ -72,7 +72,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from soundcl import report
+    from soundcl.results import report
 
     timings = {}
     for name in args.strategies:

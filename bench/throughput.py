@@ -7,10 +7,10 @@ corpus's own mix of sample rates, channel counts and bit depths), prepares it
 with the data set's own ``prepare``, and measures, in one run:
 
 * **first epoch**: decoding + resampling every clip once (the audio-cache fill of
-  :func:`soundcl.audio.check_clips`), sequential and with ``--fill_workers``
+  :func:`soundcl.data.audio.check_clips`), sequential and with ``--fill_workers``
   processes, in seconds per 1000 clips;
 * **loader alone**: clips/s of the recipe's data loader (SpeechBrain
-  ``make_dataloader`` over :func:`soundcl.audio.make_dataset`, training crops,
+  ``make_dataloader`` over :func:`soundcl.data.audio.make_dataset`, training crops,
   shuffled) with cached and with uncached audio, for each ``--num_workers``;
   the figure is the steady rate after the first batch (worker start-up is
   reported apart: it is paid once per epoch);
@@ -60,7 +60,7 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "modules"))
 import speechbrain as sb  # noqa: E402
 from hyperpyyaml import load_hyperpyyaml  # noqa: E402
 
-from soundcl.audio import AudioPipeline, check_clips, make_dataset  # noqa: E402
+from soundcl.data.audio import AudioPipeline, check_clips, make_dataset  # noqa: E402
 from soundcl.data.manifest import read_manifest  # noqa: E402
 from soundcl.testing import miniatures  # noqa: E402
 

@@ -4,50 +4,29 @@
     python recipes/cassle_moco.py hparams/synth/cassle_moco.yaml
     python recipes/cassle_moco.py hparams/us8k/cassle_moco.yaml --data_folder=/data/UrbanSound8K
 
-For each task k (soundcl.task_loop.TaskLoop): train on two augmented views of
+For each task k (soundcl.core.task_loop.TaskLoop): train on two augmented views of
 task k's clips plus the memory (``replay_num_keep`` random clips of every
 finished task), keep the last epoch, and test the encoder with a cosine kNN
 classifier whose bank is the training clips of tasks 0..k (row k of the
-matrix). The method is :class:`soundcl.cassle.CassleMoCo`; the task-wise checkpoints in
+matrix). The method is :class:`soundcl.methods.ssl.cassle.CassleMoCo`; the task-wise checkpoints in
 <output_folder>/save/task<k>/ are what recipes/linclf_train.py and
 recipes/knn_eval.py evaluate (--ssl_checkpoints_dir).
+
+This is recipes/ssl_train.py with ``ssl_method: cassle_moco`` (soundcl.methods.ssl.family).
 """
-import sys
+import os
+import runpy
 
-import speechbrain as sb
+from soundcl.core.ddp import run_script
+from soundcl.methods.ssl.cassle import CassleMoCo
 
-from soundcl import recipe
-from soundcl.memory import PerTaskRandom
-from soundcl.cassle import CassleMoCo
-from soundcl.task_data import CurrentTaskWithMemory
-from soundcl.task_loop import TaskLoop
-
-# What this recipe is made of; each part declares the hparams it reads.
-NEEDS = [recipe, TaskLoop, CassleMoCo, CurrentTaskWithMemory, PerTaskRandom]
+SSL_TRAIN = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "ssl_train.py"))
+NEEDS = SSL_TRAIN["needs"](CassleMoCo)
 
 
 def main(argv):
-    # 1. Command line and YAML: a bad key or value stops here, in one line.
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    preview = recipe.check_config(hparams_file, overrides, NEEDS)
-    sb.utils.distributed.ddp_init_group(run_opts)
-    hparams = recipe.load_hparams(hparams_file, overrides, NEEDS)
-    recipe.create_experiment_directory(hparams, hparams_file, overrides, preview)
-
-    # 2. Data: manifests per task and split, prepared on the main process.
-    task_rows = recipe.prepare_task_rows(hparams)
-
-    # 3. The method and the task loop.
-    brain = CassleMoCo(modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts)
-    loop = TaskLoop(
-        brain,
-        task_rows,
-        task_data=CurrentTaskWithMemory(),
-        memory=PerTaskRandom.from_hparams(hparams),
-        hparams=hparams,
-    )
-    return loop.run()
+    return SSL_TRAIN["main"](argv, ssl_method="cassle_moco", brain_class=CassleMoCo)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main)  # under DDP: ends without interpreter teardown (soundcl.core.ddp.run_script)

@@ -7,21 +7,22 @@
 
 Training runs through the shared task loop (one task holding every scene, or a
 class-incremental split), optionally distilling a ``teacher``'s logits (computed
-once per clip, cached in save/teacher_logits.pt; soundcl.distill); afterwards the
+once per clip, cached in save/teacher_logits.pt; soundcl.ondevice.distill); afterwards the
 final model is quantized to int8 (post-training static quantization) and, with
 ``qat=True``, fine-tuned for ``qat_epochs`` with fake quantization and converted;
 float32, PTQ int8, QAT int8 (and the teacher's) test accuracy: quantized.json.
 """
-import sys
 
 import speechbrain as sb
 from speechbrain.utils.distributed import run_on_main
 
-from soundcl import distill, ondevice, recipe
-from soundcl.memory import NoMemory
-from soundcl.scene_brains import SceneBrain
-from soundcl.task_data import CurrentTaskWithMemory
-from soundcl.task_loop import TaskLoop
+from soundcl.core.ddp import run_script
+from soundcl.ondevice import distill, export as ondevice
+from soundcl.core import recipe
+from soundcl.memory.policies import NoMemory
+from soundcl.methods.scene.brains import SceneBrain
+from soundcl.core.task_data import CurrentTaskWithMemory
+from soundcl.core.task_loop import TaskLoop
 
 # What this recipe is made of; each part declares the hparams it reads.
 NEEDS = [recipe, TaskLoop, SceneBrain, CurrentTaskWithMemory, ondevice, distill]
@@ -81,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main)  # under DDP: ends without interpreter teardown (soundcl.core.ddp.run_script)

@@ -21,15 +21,15 @@ holds the check and the complexity (params, MACs per clip, int8 file size).
 import argparse
 import logging
 import os
-import sys
 
 from hyperpyyaml import load_hyperpyyaml
 
-from soundcl.checkpoints import SafeCheckpointer
+from soundcl.core.ddp import run_script
+from soundcl.base.checkpoints import SafeCheckpointer
 from soundcl.data.manifest import read_manifest
-from soundcl.task_loop import FINAL_CKPT_NAME
-from soundcl.ondevice import export, export_int8
-from soundcl.scene_brains import SceneBrain
+from soundcl.core.task_loop import FINAL_CKPT_NAME
+from soundcl.ondevice.export import export, export_int8
+from soundcl.methods.scene.brains import SceneBrain
 
 
 def main(argv=None):
@@ -76,4 +76,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    main(sys.argv[1:])
+    run_script(main)  # under DDP: ends without interpreter teardown (soundcl.core.ddp.run_script)

@@ -12,14 +12,15 @@ clips that ``linclf_train_type`` names (seen: tasks 0..k; subset: ``replay_num_k
 clips of each of tasks 0..k; buffer: task k + ``replay_num_keep`` clips of each earlier
 task; full: every task) and test on tasks 0..k (full: every task) -> row k.
 """
-import sys
 
 import speechbrain as sb
 
-from soundcl import recipe
-from soundcl.linear_eval import KnnEvalBrain, LinearEvalSets
-from soundcl.memory import NoMemory
-from soundcl.task_loop import TaskLoop
+from soundcl.core.ddp import run_script
+from soundcl.core import recipe
+from soundcl.methods.evaluation.knn_eval import KnnEvalBrain
+from soundcl.methods.evaluation.linear_eval import LinearEvalSets
+from soundcl.memory.policies import NoMemory
+from soundcl.core.task_loop import TaskLoop
 
 # What this recipe is made of; each part declares the hparams it reads.
 NEEDS = [recipe, TaskLoop, KnnEvalBrain, LinearEvalSets]
@@ -49,4 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main)  # under DDP: ends without interpreter teardown (soundcl.core.ddp.run_script)

@@ -6,21 +6,21 @@
         --mode=replay --mem_manage=uncertainty --uncert_metric=noisytune --metric_k=4 --memory_size=500
     python recipes/replay_train.py hparams/esc50/replay_train.yaml --data_folder=/data/ESC-50-master --cross_validate=True
 
-For each task k (soundcl.task_loop.TaskLoop): train on task k's clips plus the
+For each task k (soundcl.core.task_loop.TaskLoop): train on task k's clips plus the
 memory, keep the best epoch (early stopping with ``patience``), test on tasks
 0..k, then let the memory policy (``mem_manage``: random, reservoir, prototype,
 uncertainty, balanced_random) choose the ``memory_size`` clips kept among the
 memory and task k's clips. ``mode: finetune`` keeps no memory.
 """
-import sys
 
 import speechbrain as sb
 
-from soundcl import recipe
-from soundcl.memory import FixedSizeMemory
-from soundcl.replay import ReplayBrain, write_cross_validation_summary
-from soundcl.task_data import CurrentTaskWithMemory
-from soundcl.task_loop import TaskLoop
+from soundcl.core.ddp import run_script
+from soundcl.core import recipe
+from soundcl.memory.policies import FixedSizeMemory
+from soundcl.methods.supervised.replay import ReplayBrain, write_cross_validation_summary
+from soundcl.core.task_data import CurrentTaskWithMemory
+from soundcl.core.task_loop import TaskLoop
 
 # What this recipe is made of; each part declares the hparams it reads.
 NEEDS = [recipe, TaskLoop, ReplayBrain, CurrentTaskWithMemory, FixedSizeMemory]
@@ -56,4 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main)  # under DDP: ends without interpreter teardown (soundcl.core.ddp.run_script)

@@ -14,16 +14,16 @@ stage accuracies R[k, k] and the last stage's device-wise test accuracy go to
 """
 import json
 import os
-import sys
 
 import speechbrain as sb
 
-from soundcl import recipe
-from soundcl.atomic import write_json_atomic
-from soundcl.memory import NoMemory
-from soundcl.scene_brains import DEVICE_ACCURACY_FILE, SITBrain
-from soundcl.task_data import CurrentTaskWithMemory
-from soundcl.task_loop import TaskLoop
+from soundcl.core.ddp import run_script
+from soundcl.core import recipe
+from soundcl.base.atomic import write_json_atomic
+from soundcl.memory.policies import NoMemory
+from soundcl.methods.scene.brains import DEVICE_ACCURACY_FILE, SITBrain
+from soundcl.core.task_data import CurrentTaskWithMemory
+from soundcl.core.task_loop import TaskLoop
 
 # What this recipe is made of; each part declares the hparams it reads.
 NEEDS = [recipe, TaskLoop, SITBrain, CurrentTaskWithMemory]
@@ -63,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main)  # under DDP: ends without interpreter teardown (soundcl.core.ddp.run_script)

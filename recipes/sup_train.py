@@ -7,21 +7,22 @@
     python recipes/sup_train.py hparams/us8k/sup_train.yaml --data_folder=/data/UrbanSound8K
     python recipes/sup_train.py hparams/synth/replay_train.yaml --strategy=derpp --experiment_name=derpp  # BC-ResNet
 
-For each task k (soundcl.task_loop.TaskLoop): train on the clips the strategy's
+For each task k (soundcl.core.task_loop.TaskLoop): train on the clips the strategy's
 task-data policy gives (by default task k's clips plus the memory,
 ``replay_num_keep`` random clips of every finished task), keep the best epoch,
 test on tasks 0..k (row k of the accuracy matrix), update the memory.
-``--strategy`` picks the Brain and policies in soundcl.strategies.STRATEGIES
+``--strategy`` picks the Brain and policies in soundcl.methods.supervised.strategies.STRATEGIES
 (docs/protocols.md, "Strategies").
 Results: <output_folder>/results.json, results.csv, accuracy_matrix.png.
 """
-import sys
 
 import speechbrain as sb
 
-from soundcl import recipe, strategies
-from soundcl.strategies import STRATEGIES  # noqa: F401  name -> (Brain, task-data policy, memory policy)
-from soundcl.task_loop import TaskLoop
+from soundcl.core.ddp import run_script
+from soundcl.core import recipe
+from soundcl.methods.supervised import strategies
+from soundcl.methods.supervised.strategies import STRATEGIES  # noqa: F401  name -> (Brain, task-data policy, memory policy)
+from soundcl.core.task_loop import TaskLoop
 
 # What this recipe is made of; each part declares the hparams it reads.
 # The chosen strategy's parts (STRATEGIES[strategy].parts) are added in main.
@@ -58,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main)  # under DDP: ends without interpreter teardown (soundcl.core.ddp.run_script)

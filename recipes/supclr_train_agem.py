@@ -4,19 +4,19 @@
     python recipes/supclr_train_agem.py hparams/synth/supclr_train_agem.yaml
     python recipes/supclr_train_agem.py hparams/us8k/supclr_train_agem.yaml --data_folder=/data/UrbanSound8K
 
-For each task k (soundcl.task_loop.TaskLoop): train on task k's clips only; from
+For each task k (soundcl.core.task_loop.TaskLoop): train on task k's clips only; from
 task 1 on, each step first backpropagates the SupCLR loss of a batch of memory
 clips (``replay_num_keep`` random clips of every finished task) and, when the
 training batch's gradient conflicts with that reference gradient (negative dot
-product), projects it (soundcl.agem). Testing and checkpoints as supclr_train.py.
+product), projects it (soundcl.methods.ssl.agem). Testing and checkpoints as supclr_train.py.
 """
-import sys
 
 import speechbrain as sb
 
-from soundcl import recipe
-from soundcl.agem import AGEMMemory, AGEMTaskData, SupCLRAGEM
-from soundcl.task_loop import TaskLoop
+from soundcl.core.ddp import run_script
+from soundcl.core import recipe
+from soundcl.methods.ssl.agem import AGEMMemory, AGEMTaskData, SupCLRAGEM
+from soundcl.core.task_loop import TaskLoop
 
 # What this recipe is made of; each part declares the hparams it reads.
 NEEDS = [recipe, TaskLoop, SupCLRAGEM, AGEMTaskData, AGEMMemory]
@@ -47,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main)  # under DDP: ends without interpreter teardown (soundcl.core.ddp.run_script)

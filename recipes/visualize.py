@@ -9,20 +9,20 @@ of <ssl_checkpoints_dir>/task<k>, embed the test clips of every task once
 (save/task<k>/embeddings.pt), map them to 2-D (``map_method``) and draw them
 coloured by class, classes of tasks 0..k as dots and the others as faint crosses:
 <output_folder>/maps/task<k>.png, then every task in <output_folder>/maps/grid.png
-(soundcl.visualize). Row k of the accuracy matrix is the kNN accuracy of the
+(soundcl.methods.evaluation.visualize). Row k of the accuracy matrix is the kNN accuracy of the
 ``seen`` protocol (as knn_eval.py), a by-product.
 """
 import os
-import sys
 
 import speechbrain as sb
 from speechbrain.utils.distributed import if_main_process
 
-from soundcl import recipe
-from soundcl.linear_eval import LinearEvalSets
-from soundcl.memory import NoMemory
-from soundcl.task_loop import TaskLoop
-from soundcl.visualize import EmbeddingMapBrain, check_map_method, load_task_map, plot_grid
+from soundcl.core.ddp import run_script
+from soundcl.core import recipe
+from soundcl.methods.evaluation.linear_eval import LinearEvalSets
+from soundcl.memory.policies import NoMemory
+from soundcl.core.task_loop import TaskLoop
+from soundcl.methods.evaluation.visualize import EmbeddingMapBrain, check_map_method, load_task_map, plot_grid
 
 # What this recipe is made of; each part declares the hparams it reads.
 NEEDS = [recipe, TaskLoop, EmbeddingMapBrain, LinearEvalSets]
@@ -63,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_script(main)  # under DDP: ends without interpreter teardown (soundcl.core.ddp.run_script)

@@ -10,7 +10,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import run_recipe  # noqa: E402
 
-from soundcl.agem import SupCLRAGEM  # noqa: E402
+from soundcl.methods.ssl.agem import SupCLRAGEM  # noqa: E402
 
 
 class RecordingAGEM(SupCLRAGEM):

@@ -1,4 +1,4 @@
-"""A-GEM for SupCLR (soundcl.agem, recipes/supclr_train_agem.py)."""
+"""A-GEM for SupCLR (soundcl.methods.ssl.agem, recipes/supclr_train_agem.py)."""
 import json
 import os
 import subprocess
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT, recipe_argv
-from soundcl.agem import AGEMMemory, AGEMTaskData, project_gradient
-from soundcl.contract import ConfigError
+from soundcl.methods.ssl.agem import AGEMMemory, AGEMTaskData, project_gradient
+from soundcl.base.contract import ConfigError
 
 HPARAMS = "hparams/synth/supclr_train_agem.yaml"
 TINY = ["--task_classes=[[0,1],[2,3]]", "--train_folds=[1,2,3]", "--number_of_epochs=1", "--replay_num_keep=8",

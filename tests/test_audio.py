@@ -6,7 +6,7 @@ import torch
 from speechbrain.lobes.features import Fbank
 from speechbrain.processing.features import InputNormalization
 
-from soundcl.audio import AudioPipeline, make_dataset, peak_normalize
+from soundcl.data.audio import AudioPipeline, make_dataset, peak_normalize
 
 
 def _tone(rate, seconds, freq=440.0):
@@ -164,7 +164,7 @@ def test_dataset_gives_full_clips_for_evaluation_with_relative_lengths(tmp_path)
 
 
 def test_parallel_cache_fill_caches_the_same_waveforms_and_finds_the_bad_clips(tmp_path):
-    from soundcl.audio import check_clips
+    from soundcl.data.audio import check_clips
 
     rows = []
     for i, rate in enumerate([44100, 48000, 22050, 16000, 8000]):

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from soundcl.augment import TimeFreqAugment
-from soundcl.schedulers import WarmupCosineLR
+from soundcl.data.augment import TimeFreqAugment
+from soundcl.core.schedulers import WarmupCosineLR
 
 
 def _feats(batch=4, frames=100, n_mels=40):

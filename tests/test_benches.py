@@ -131,7 +131,7 @@ def test_soak_fails_saying_how_many_kills_it_made(monkeypatch, capsys):
 
 # ------------------------------------------------------------------ strategies
 def test_strategies_bench_runs_every_strategy_and_writes_the_report(tmp_path, synth_data_folder):
-    from soundcl.strategies import STRATEGIES
+    from soundcl.methods.supervised.strategies import STRATEGIES
 
     bench = _load("strategies")
     assert [bench.has_fixed_size_memory(name) for name in ("finetune_or_replay", "lwf", "er_ace", "gdumb", "icarl")] \

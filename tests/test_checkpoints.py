@@ -1,7 +1,7 @@
 """A checkpoint whose writer was killed is never loaded."""
 import torch
 
-from soundcl.checkpoints import COMPLETE_MARKER, SafeCheckpointer
+from soundcl.base.checkpoints import COMPLETE_MARKER, SafeCheckpointer
 
 
 def test_half_written_checkpoint_is_ignored(tmp_path):

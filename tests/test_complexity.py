@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 
 from conftest import REPO_ROOT
-from soundcl import complexity
+from soundcl.ondevice import complexity
 
 
 class ToyNet(nn.Module):

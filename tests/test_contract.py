@@ -7,9 +7,10 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT, recipe_argv, run_recipe
-from soundcl.brains import SupervisedBrain
-from soundcl.contract import REQUIRED, ConfigError, check_declared, declared_hparams
-from soundcl.linear_eval import KnnEvalBrain, LinearEvalSets
+from soundcl.core.brains import SupervisedBrain
+from soundcl.base.contract import REQUIRED, ConfigError, check_declared, declared_hparams
+from soundcl.methods.evaluation.knn_eval import KnnEvalBrain
+from soundcl.methods.evaluation.linear_eval import LinearEvalSets
 
 
 def test_declarations_merge_over_base_classes_and_subclasses_may_give_defaults():
@@ -100,8 +101,8 @@ def test_a_rerun_with_other_hparams_stops_naming_them_and_the_same_command_resum
     ({"passt_pretrained_path": "/nonexistent/passt.pt"}, "passt_pretrained_path='/nonexistent/passt.pt' is not valid: expected the path of a local checkpoint"),
 ])
 def test_model_choices_and_missing_weights_fail_at_the_config_check(hparams, expected):
-    from soundcl import config
-    from soundcl.contract import ConfigError
+    from soundcl.core import config
+    from soundcl.base.contract import ConfigError
 
     with pytest.raises(ConfigError, match=expected):
         config.validate(hparams)

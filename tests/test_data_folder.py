@@ -14,7 +14,7 @@ from conftest import recipe_argv, run_recipe
 from soundcl.data import folder as folder_data
 from soundcl.data.manifest import read_manifest
 from soundcl.inference import ContinualClassifier
-from soundcl.linear_eval import LinearEvalBrain
+from soundcl.methods.evaluation.linear_eval import LinearEvalBrain
 
 
 def _formats():
@@ -62,7 +62,7 @@ def test_sup_train_on_a_folder_of_mixed_formats(tmp_path):
     linclf = run_recipe("linclf_train", argv, replace={"LinearEvalBrain": Recording})
     linclf_run = tmp_path / "out" / "linclf_seen_keepall" / "1986"
     classifier = ContinualClassifier.from_hparams(source=str(linclf_run), classes="all")
-    assert classifier.info["brain"] == "soundcl.linear_eval.LinearEvalBrain"
+    assert classifier.info["brain"] == "soundcl.methods.evaluation.linear_eval.LinearEvalBrain"
     _check_accuracy(classifier, linclf_run, linclf, logits)
 
 

@@ -1,11 +1,11 @@
-"""Knowledge distillation, QAT and int8 ONNX in the DSMN recipe (soundcl.distill, soundcl.ondevice)."""
+"""Knowledge distillation, QAT and int8 ONNX in the DSMN recipe (soundcl.ondevice.distill, soundcl.ondevice.export)."""
 import os
 
 import pytest
 import torch
 
 from conftest import REPO_ROOT, run_recipe
-from soundcl import distill
+from soundcl.ondevice import distill
 from soundcl.data.manifest import read_manifest
 
 

@@ -3,10 +3,10 @@
 Commands are the lines of ```bash blocks that start with ``python`` (or ``torchrun``,
 whose script part is checked the same way), ``\\`` continuations joined and
 ``&&`` chains split. ``python recipes/<recipe>.py <yaml> <options>`` is checked by
-the recipe's own start-up check (``soundcl.recipe.check_config`` with the script's
+the recipe's own start-up check (``soundcl.core.recipe.check_config`` with the script's
 ``NEEDS``), with placeholders (``<...>``, data folders) filled by a tmp folder:
 every option name and value must be accepted. The README's demo command runs for
-real, tiny. Module commands run; benchmarks, ``recipes/export.py`` and ``soundcl.report`` answer
+real, tiny. Module commands run; benchmarks, ``recipes/export.py`` and ``soundcl.results.report`` answer
 ``--help``; ``python -m soundcl.seeds <recipe> <yaml> --seeds=[...] <options>`` is checked as the
 recipe command of its first seed.
 """
@@ -135,7 +135,7 @@ def test_recipe_command_is_accepted(source, line, command, tmp_path):
     args = _script_and_args(command)
     import speechbrain as sb
 
-    from soundcl.recipe import check_config
+    from soundcl.core.recipe import check_config
 
     script = os.path.join(REPO_ROOT, args[0])
     assert os.path.isfile(script), f"{source}:{line}: no {args[0]}"
@@ -192,7 +192,7 @@ def test_readme_demo_runs_and_writes_the_documented_folder(tmp_path):
     """The demo, tiny; then linear evaluation accepts its save/ folder as the docs say."""
     import speechbrain as sb
 
-    from soundcl.recipe import check_config
+    from soundcl.core.recipe import check_config
 
     output_base = str(tmp_path / "results")
     yaml = os.path.join(REPO_ROOT, "hparams", "synth", "sup_train.yaml")
@@ -281,7 +281,7 @@ def test_cssl_sound_readme_commands_run_as_written(dataset, tmp_path):
 
 def test_original_checkpoint_folder_with_several_runs_fails_listing_them(tmp_path):
     from soundcl import config
-    from soundcl.contract import ConfigError
+    from soundcl.base.contract import ConfigError
 
     for seed in ("1986", "2022"):
         os.makedirs(tmp_path / "enc" / "simclr" / seed / "save" / "task0")

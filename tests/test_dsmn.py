@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from soundcl.complexity import count_params
+from soundcl.ondevice.complexity import count_params
 from soundcl.models.dsmn import DSMN, GROUP_NAMES, TAU22_SCENE_GROUPS
 from soundcl.models.encoders import Classifier
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from conftest import REPO_ROOT
-from soundcl import config
+from soundcl.core import config
 
 # ----------------------------------------------------------------- YAML defaults
 #: Every YAML of these recipes: cssl_sound's features and CNN14.
@@ -103,7 +103,7 @@ def test_published_yaml_defaults_are_the_originals(rel, expected):
     assert {k: hp["augmentation"][k] for k in TF_AUGMENTATION} == TF_AUGMENTATION
     assert _tag(hp["opt_class"]) == "!name:torch.optim.SGD"
     scheduler = hp["lr_scheduler"] if "lr_scheduler" in hp else hp["lr_annealing"]
-    assert _tag(scheduler) == "!new:soundcl.schedulers.WarmupCosineLR"
+    assert _tag(scheduler) == "!new:soundcl.core.schedulers.WarmupCosineLR"
     if recipe in ("simclr_train", "simsiam_train", "supclr_train"):
         projector = hp["projector"]
         assert projector["output_norm"] is True and projector["n_layers"] == 2
@@ -114,7 +114,7 @@ def test_published_yaml_defaults_are_the_originals(rel, expected):
 def test_linear_eval_yaml_uses_sgd_with_a_per_batch_cosine():
     hp = _preview("us8k/linclf_train")
     assert _tag(hp["opt_class"]) == "!name:torch.optim.SGD"
-    assert _tag(hp["lr_annealing"]) == "!new:soundcl.schedulers.WarmupCosineLR"
+    assert _tag(hp["lr_annealing"]) == "!new:soundcl.core.schedulers.WarmupCosineLR"
     assert hp["train_dataloader_opts"]["drop_last"] is True
 
 
@@ -179,7 +179,7 @@ def test_ssl_heads_are_projector_ending_in_batchnorm_then_predictor(rel, tmp_pat
 def _fake_brain(two_view_forward="separate", use_predictor=True, **modules):
     hparams = SimpleNamespace(two_view_forward=two_view_forward, use_predictor=use_predictor)
     brain = SimpleNamespace(hparams=hparams, modules=SimpleNamespace(**modules))
-    from soundcl.ssl import SSLBrain
+    from soundcl.methods.ssl.base import SSLBrain
 
     brain.per_view = lambda module, x: SSLBrain.per_view(brain, module, x)
     return brain
@@ -187,7 +187,7 @@ def _fake_brain(two_view_forward="separate", use_predictor=True, **modules):
 
 def test_simclr_loss_inputs_are_predictor_of_projector_per_view():
     from soundcl.models.heads import cssl_predictor, cssl_projector
-    from soundcl.ssl import SimCLR
+    from soundcl.methods.ssl.base import SimCLR
 
     torch.manual_seed(0)
     projector, predictor = cssl_projector(8, 8, 8), cssl_predictor(8)
@@ -202,7 +202,7 @@ def test_simclr_loss_inputs_are_predictor_of_projector_per_view():
 
 
 def test_views_are_separate_batchnorm_batches_by_default():
-    from soundcl.ssl import SSLBrain
+    from soundcl.methods.ssl.base import SSLBrain
 
     norm = nn.BatchNorm1d(1, affine=False).train()
     x = torch.cat([torch.zeros(4, 1), torch.ones(4, 1)]) + 0.1 * torch.randn(8, 1)
@@ -215,7 +215,7 @@ def test_views_are_separate_batchnorm_batches_by_default():
 
 # -------------------------------------------------------------- linear evaluation
 def test_linear_eval_argmax_runs_over_all_classes_by_default():
-    from soundcl.linear_eval import LinearEvalBrain
+    from soundcl.methods.evaluation.linear_eval import LinearEvalBrain
 
     classifier = nn.Linear(2, 4)
     with torch.no_grad():
@@ -244,8 +244,8 @@ class _Weight(nn.Module):
 
 def _encoder_run(folder, accs, keep_last):
     """A task folder with one checkpoint per epoch (weight = epoch), then the loop's final step."""
-    from soundcl.checkpoints import SafeCheckpointer
-    from soundcl.task_loop import TaskLoop
+    from soundcl.base.checkpoints import SafeCheckpointer
+    from soundcl.core.task_loop import TaskLoop
 
     model = _Weight()
     checkpointer = SafeCheckpointer(str(folder), recoverables={"embedding_model": model})
@@ -261,7 +261,7 @@ def _encoder_run(folder, accs, keep_last):
 
 @pytest.mark.parametrize("keep_last", [True, False])
 def test_encoder_of_a_task_is_its_most_recent_checkpoint(tmp_path, keep_last):
-    from soundcl.encoder_checkpoints import load_encoder
+    from soundcl.methods.evaluation.encoder_checkpoints import load_encoder
 
     # Best validation at epoch 2 of 3: the final checkpoint is epoch 2's, the newest epoch 3's.
     model = _encoder_run(tmp_path / "save" / "task0", [0.5, 0.9, 0.7], keep_last)
@@ -283,7 +283,7 @@ def test_encoder_of_a_task_is_its_most_recent_checkpoint(tmp_path, keep_last):
 
 
 def test_random_subset_selection_is_uniform_and_fixed_per_task():
-    from soundcl.linear_eval import LinearEvalSets
+    from soundcl.methods.evaluation.linear_eval import LinearEvalSets
 
     # One task, 3 clips of class 0 and 30 of class 1: uniform draws follow the proportions.
     rows = [{"ID": f"a{i}", "class_idx": "0"} for i in range(3)] + [{"ID": f"b{i:02d}", "class_idx": "1"} for i in range(30)]
@@ -296,7 +296,7 @@ def test_random_subset_selection_is_uniform_and_fixed_per_task():
 
 
 def test_validation_replay_keeps_an_absolute_count():
-    from soundcl.task_data import CurrentTaskWithMemory
+    from soundcl.core.task_data import CurrentTaskWithMemory
 
     rows = {split: [[{"ID": f"{split}{t}-{i}", "class_idx": str(t)} for i in range(n)] for t in range(2)]
             for split, n in (("train", 50), ("valid", 20), ("test", 5))}

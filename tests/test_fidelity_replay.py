@@ -12,7 +12,7 @@ import ruamel.yaml
 import torch
 import torch.nn as nn
 
-from soundcl.perturbations import (
+from soundcl.memory.perturbations import (
     FeatureMapNoise,
     PitchShift,
     TimeShift,
@@ -68,8 +68,8 @@ def test_noisytune_perturbs_the_map_before_pooling_with_k_independent_draws():
     the j-th draw carry j noises)."""
     import speechbrain as sb
 
-    from soundcl.memory_scores import perturbed_predictions
-    from soundcl.task_loop import MemoryContext
+    from soundcl.memory.scores import perturbed_predictions
+    from soundcl.core.task_loop import MemoryContext
 
     class Brain:
         device = torch.device("cpu")
@@ -201,7 +201,7 @@ def test_esc50_order_is_the_sorted_categories_shuffled_with_seed_3(shared_data_d
 
 # ----------------------------------------------------------------- metrics
 def test_asccl_bwt_is_the_mean_of_the_average_slopes():
-    from soundcl.metrics import backward_transfer_ascl, cl_summary
+    from soundcl.results.metrics import backward_transfer_ascl, cl_summary
 
     acc = [0.9, 0.7, 0.6, 0.5]
     # ASC-CL: at each t, mean of the successive differences A_{i+1} - A_i (i < t), then the mean over t.
@@ -215,7 +215,7 @@ def test_asccl_bwt_is_the_mean_of_the_average_slopes():
 
 
 def test_best_test_epoch_follows_asccl_patience():
-    from soundcl.replay import EpochTestAccuracy
+    from soundcl.methods.supervised.replay import EpochTestAccuracy
 
     record = EpochTestAccuracy()
     accs = [0.5, 0.6, 0.6, 0.55, 0.58, 0.59, 0.6, 0.6, 0.6, 0.9]  # 7 epochs without a strict gain after epoch 2
@@ -227,7 +227,7 @@ def test_best_test_epoch_follows_asccl_patience():
 
 
 def test_test_accuracy_record_survives_a_checkpoint(tmp_path):
-    from soundcl.replay import EpochTestAccuracy
+    from soundcl.methods.supervised.replay import EpochTestAccuracy
 
     record = EpochTestAccuracy()
     record.record(1, 0.25)

@@ -25,7 +25,7 @@ import torch
 import speechbrain as sb
 
 from conftest import REPO_ROOT
-from soundcl import config
+from soundcl.core import config
 from soundcl.data import folder as folder_data
 from soundcl.testing import miniatures
 
@@ -321,7 +321,7 @@ def test_cell_runs_end_to_end_on_its_miniature(hparams_rel, matrix_workspace, re
 
     argv = _tiny_argv(hparams_rel, matrix_workspace, tmp_path, request, extra)
     if not (_rotating_cell_runs(hparams_rel) and _runs_end_to_end(hparams_rel)):
-        from soundcl.recipe import check_config
+        from soundcl.core.recipe import check_config
 
         needs = runpy.run_path(os.path.join(REPO_ROOT, "recipes", f"{_recipe_of(hparams_rel)}.py"),
                                run_name="matrix_check")["NEEDS"]

@@ -9,12 +9,12 @@ import torch
 import speechbrain as sb
 
 from conftest import recipe_argv, run_recipe
-from soundcl import strategies
-from soundcl.brains import SupervisedBrain
+from soundcl.methods.supervised import strategies
+from soundcl.core.brains import SupervisedBrain
 from soundcl.data.manifest import read_manifest
 from soundcl.inference import INFERENCE_FILE, ContinualClassifier, RunNotReady
 from soundcl.predict import main as predict
-from soundcl.replay import ReplayBrain
+from soundcl.methods.supervised.replay import ReplayBrain
 from soundcl.testing import miniatures
 
 #: run name -> task -> clip ID -> the logits [n_classes] the test loop scored after that task.
@@ -102,7 +102,7 @@ def test_sup_train_classify_file_gives_the_test_loop_scores_and_accuracy(runs):
 def test_replay_train_classify_files_batches_as_the_test_loop(runs):
     run_folder, results = runs["replay"]
     classifier = ContinualClassifier.from_hparams(source=run_folder)
-    assert classifier.info["brain"] == "soundcl.replay.ReplayBrain"
+    assert classifier.info["brain"] == "soundcl.methods.supervised.replay.ReplayBrain"
     _check_against_test_loop("replay", run_folder, results, classifier, per_file=False)
 
 

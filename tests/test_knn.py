@@ -1,13 +1,13 @@
-"""The one kNN rule (soundcl.knn.knn_scores) of the SSL scoring and of the kNN evaluation."""
+"""The one kNN rule (soundcl.methods.evaluation.knn.knn_scores) of the SSL scoring and of the kNN evaluation."""
 import types
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from soundcl import knn, linear_eval
-from soundcl.linear_eval import KnnEvalBrain
-from soundcl.ssl import knn_classify
+from soundcl.methods.evaluation import knn, knn_eval
+from soundcl.methods.evaluation.knn_eval import KnnEvalBrain
+from soundcl.methods.ssl.base import knn_classify
 
 
 def _original_knn_predict(feature, feature_bank, label_bank, n_classes, knn_k, knn_t):
@@ -67,7 +67,7 @@ def test_ssl_scoring_and_knn_evaluation_use_the_one_rule(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(knn, "knn_scores", spy)
-    monkeypatch.setattr(linear_eval, "knn_scores", spy)
+    monkeypatch.setattr(knn_eval, "knn_scores", spy)
     assert knn_classify(queries, bank, labels, n_classes=2, k=3).tolist() == [0]
 
     class Batch:

@@ -1,10 +1,10 @@
-"""Label distillation next to SupCLR (soundcl.labeldist, recipes/sup_labeldist.py)."""
+"""Label distillation next to SupCLR (soundcl.methods.ssl.labeldist, recipes/sup_labeldist.py)."""
 
 import pytest
 import torch
 
 from conftest import recipe_argv, run_recipe
-from soundcl.labeldist import SupCLRLabelDist
+from soundcl.methods.ssl.labeldist import SupCLRLabelDist
 
 HPARAMS = "hparams/synth/sup_labeldist.yaml"
 TINY = ["--task_classes=[[0,1],[2,3]]", "--train_folds=[1,2,3]", "--number_of_epochs=1", "--warmup_epochs=0",

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import recipe_argv, run_recipe
-from soundcl.linear_eval import KnnEvalBrain, LinearEvalBrain, LinearEvalSets
+from soundcl.methods.evaluation.knn_eval import KnnEvalBrain
+from soundcl.methods.evaluation.linear_eval import LinearEvalBrain, LinearEvalSets
 
 LINCLF = "hparams/synth/linclf_train.yaml"
 KNN = "hparams/synth/knn_eval.yaml"

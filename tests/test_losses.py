@@ -1,11 +1,11 @@
-"""The training objectives of soundcl.losses."""
+"""The training objectives of soundcl.core.losses."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from soundcl.losses import embedding_spread, mixup_cross_entropy, negative_cosine, nt_xent, simsiam_loss
+from soundcl.core.losses import embedding_spread, mixup_cross_entropy, negative_cosine, nt_xent, simsiam_loss
 
 
 def test_nt_xent_equals_the_hand_computed_value_on_two_pairs():

@@ -9,8 +9,8 @@ import torch.nn as nn
 
 import speechbrain as sb
 
-from soundcl.task_loop import MemoryContext
-from soundcl.memory import (
+from soundcl.core.task_loop import MemoryContext
+from soundcl.memory.policies import (
     AscclPrototypeMemory,
     ClassBalancedRandomMemory,
     PrototypeMemory,
@@ -22,8 +22,8 @@ from soundcl.memory import (
     NoMemory,
     perturbed_predictions,
 )
-from soundcl.memory_scores import evenly_spaced, stride_indices
-from soundcl.perturbations import EmbeddingNoise, Repeat, vote_uncertainty
+from soundcl.memory.scores import evenly_spaced, stride_indices
+from soundcl.memory.perturbations import EmbeddingNoise, Repeat, vote_uncertainty
 
 N_MELS = 8
 
@@ -210,7 +210,7 @@ def test_prototype_memory_keeps_the_clips_nearest_the_class_mean():
 
     brain = _FakeBrain()
     policy = PrototypeMemory(2)
-    import soundcl.memory as memory_module
+    import soundcl.memory.policies as memory_module
 
     original = memory_module.compute_embeddings
     memory_module.compute_embeddings = lambda ids, context: torch.tensor([embs[i] for i in ids], dtype=torch.float32)
@@ -322,7 +322,7 @@ def test_asccl_prototype_keeps_old_exemplars_at_random_and_fixes_class_means():
     """ASC-CL's prototype: old classes keep a random subset of their memory clips (no
     re-herding: their embeddings are never computed again), new classes are herded towards
     a class mean fixed when first seen (the policy's state), leftover slots stay empty."""
-    import soundcl.memory as memory_module
+    import soundcl.memory.policies as memory_module
 
     embedded = []
     original = memory_module.compute_embeddings
@@ -348,7 +348,7 @@ def test_asccl_prototype_keeps_old_exemplars_at_random_and_fixes_class_means():
 
 
 def test_normalised_herding_follows_the_normalised_running_mean():
-    from soundcl.memory import normalised_herding
+    from soundcl.memory.policies import normalised_herding
 
     angles = np.deg2rad([0.0, 40.0, 70.0, 90.0])
     points = torch.tensor(np.stack([np.cos(angles), np.sin(angles)], 1))

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from soundcl import metrics
+from soundcl.results import metrics
 
 NAN = float("nan")
 # R[k, j]: accuracy on task j after training task k.

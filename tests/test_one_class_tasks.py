@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import recipe_argv, run_recipe
-from soundcl.task_loop import check_training_batches
+from soundcl.core.task_loop import check_training_batches
 
 
 def test_a_task_without_a_single_training_batch_is_refused():

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from soundcl import quantize
+from soundcl.ondevice import quantize
 from soundcl.models.dsmn import DSMN
 from soundcl.models.encoders import Classifier
 

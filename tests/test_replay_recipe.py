@@ -119,7 +119,7 @@ def test_early_stopping_ends_a_task(tmp_path, synth_data_folder):
 
 
 def test_patience_counter_stops_on_a_plateau():
-    from soundcl.replay import make_epoch_counter
+    from soundcl.methods.supervised.replay import make_epoch_counter
 
     counter = make_epoch_counter(10, patience=2)
     epochs = []

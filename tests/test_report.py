@@ -1,4 +1,4 @@
-"""Multi-seed report (soundcl.report), learning curves, seeds runner, TensorBoard scalars.
+"""Multi-seed report (soundcl.results.report), learning curves, seeds runner, TensorBoard scalars.
 
 Most tests write run folders by hand (run_config.json + results.json, as the
 recipes do); one runs a tiny recipe with ``--use_tensorboard=True``.
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import recipe_argv, run_recipe
-from soundcl import curves, metrics, report, seeds
+from soundcl import seeds
+from soundcl.results import curves, metrics, report
 
 NAN = float("nan")
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -170,7 +171,7 @@ def test_tensorboard_event_file_has_the_per_task_accuracies(tmp_path, synth_data
     """A tiny run with --use_tensorboard=True; the event file read back has R[k, j], A_k, the epoch stats."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from soundcl import tensorboard_log
+    from soundcl.results import tensorboard_log
 
     output_base = str(tmp_path / "results")
     argv = recipe_argv("hparams/synth/sup_train.yaml", output_base, synth_data_folder, "--use_tensorboard=True",

@@ -122,7 +122,7 @@ def test_every_method_is_accepted_by_its_recipe_start_up_check(mode, tmp_path):
 
     import speechbrain as sb
 
-    from soundcl.recipe import check_config
+    from soundcl.core.recipe import check_config
 
     out, corpus = str(tmp_path / "out"), str(tmp_path / "corpus")
     os.makedirs(corpus)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
-from soundcl.scene_brains import SITBrain, device_of, load_backbone_checkpoint
+from soundcl.methods.scene.brains import SITBrain, device_of, load_backbone_checkpoint
 
 
 class _Hparams(dict):

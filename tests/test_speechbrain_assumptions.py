@@ -10,8 +10,8 @@ import inspect
 import speechbrain as sb
 from speechbrain.utils.checkpoints import Checkpointer
 
-from soundcl.checkpoints import SafeCheckpointer
-from soundcl.continual import ContinualBrain
+from soundcl.base.checkpoints import SafeCheckpointer
+from soundcl.core.continual import ContinualBrain
 
 
 def test_on_fit_start_wraps_modules_through_wrap_distributed():

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from conftest import recipe_argv, run_recipe
-from soundcl.audio import AudioPipeline, make_dataset
+from soundcl.data.audio import AudioPipeline, make_dataset
 from soundcl.data.manifest import read_manifest
-from soundcl.ssl import SimCLR, SimSiam, SupCLR, knn_classify
+from soundcl.methods.ssl.base import SimCLR, SimSiam, SupCLR, knn_classify
 
 # Tiny SSL runs: 2 tasks, 2 epochs, short crops, a learning rate that moves in 8 updates.
 SSL_TINY = [

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from conftest import recipe_argv, run_recipe
-from soundcl.barlow import barlow_twins_loss
-from soundcl.cassle import CassleSimCLR, distillation_cost
-from soundcl.moco import MoCo, MomentumKeyEncoder, moco_loss
+from soundcl.methods.ssl.barlow import barlow_twins_loss
+from soundcl.methods.ssl.cassle import CassleSimCLR, distillation_cost
+from soundcl.methods.ssl.moco import MoCo, MomentumKeyEncoder, moco_loss
 
 # Tiny runs: 2 tasks of 2 classes, 2 epochs (a kill after task 1's first epoch is mid-task).
 FAMILY_TINY = [

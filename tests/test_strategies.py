@@ -6,8 +6,8 @@ import pytest
 
 from conftest import recipe_argv, run_recipe
 from test_hparams_matrix import matrix_workspace  # noqa: F401  (fixture: the miniatures, made once)
-from soundcl import config
-from soundcl.strategies import STRATEGIES
+from soundcl.core import config
+from soundcl.methods.supervised.strategies import STRATEGIES
 
 HPARAMS = "hparams/synth/sup_train.yaml"
 TWO_TASKS = "--task_classes=[[0,1],[2,3]]"
@@ -84,7 +84,7 @@ def _recording(monkeypatch, name, attribute):
 
 def test_lwf_distillation_is_zero_at_task_0_and_for_an_identical_teacher(tmp_path, synth_data_folder, monkeypatch):
     import torch
-    from soundcl.strategies.lwf import distillation_loss
+    from soundcl.methods.supervised.lwf import distillation_loss
 
     logits = torch.randn(5, 4)
     assert float(distillation_loss(logits, logits.clone(), [0, 1], 2.0)) == pytest.approx(0.0, abs=1e-7)
@@ -136,7 +136,7 @@ def test_er_ace_masks_current_rows_to_the_current_task_and_memory_rows_to_every_
     import torch
     import torch.nn.functional as F
     import speechbrain as sb
-    from soundcl.strategies.er_ace import ERACEBrain
+    from soundcl.methods.supervised.er_ace import ERACEBrain
 
     brain = types.SimpleNamespace(task_id=1, task_classes=[[0, 1], [2, 3]], buffer_ids={"new3b"})
     brain.memory_rows = lambda targets, ids: ERACEBrain.memory_rows(brain, targets, ids)
@@ -185,7 +185,7 @@ def test_derpp_stored_logits_are_those_at_insertion_and_unchanged_by_later_train
 
 
 def test_gdumb_memory_is_greedy_and_class_balanced():
-    from soundcl.strategies.gdumb import gdumb_memory
+    from soundcl.methods.supervised.gdumb import gdumb_memory
 
     rows = [{"ID": f"c{c}_{i}", "class_idx": c} for c in range(3) for i in range(10)]
     class_of = {r["ID"]: r["class_idx"] for r in rows}
@@ -212,7 +212,7 @@ def test_gdumb_trains_from_scratch_on_its_memory_only_and_resumes(tmp_path, synt
 
 def test_icarl_nme_predicts_the_nearest_class_mean():
     import torch
-    from soundcl.strategies.icarl import class_means, nearest_mean
+    from soundcl.methods.supervised.icarl import class_means, nearest_mean
 
     emb = torch.tensor([[2.0, 0.0], [1.0, 0.1], [0.0, 3.0], [0.1, 1.0], [-1.0, 0.0], [-2.0, 0.2]])
     means = class_means(emb, [7, 7, 2, 2, 5, 5], [2, 5, 7])
@@ -226,7 +226,7 @@ def test_icarl_nme_predicts_the_nearest_class_mean():
 def test_icarl_distillation_is_zero_at_task_0_nme_matrix_linear_stats_and_resume(tmp_path, synth_data_folder,
                                                                                  monkeypatch):
     import torch
-    from soundcl.strategies.icarl import distillation_bce
+    from soundcl.methods.supervised.icarl import distillation_bce
 
     logits = torch.randn(5, 4)
     assert float(distillation_bce(logits, logits.clone(), [0, 1])) == pytest.approx(0.0, abs=1e-5)
@@ -267,9 +267,10 @@ def test_every_sup_and_replay_yaml_has_every_strategys_keys(hparams_rel):
     import os
 
     from conftest import REPO_ROOT
-    from soundcl.contract import check_declared, with_defaults
-    from soundcl.task_loop import TaskLoop
-    from soundcl import recipe, strategies
+    from soundcl.base.contract import check_declared, with_defaults
+    from soundcl.core.task_loop import TaskLoop
+    from soundcl.core import recipe
+    from soundcl.methods.supervised import strategies
 
     path = os.path.join(REPO_ROOT, hparams_rel)
     preview = config.preview_hparams(path, {"data_folder": "/nonexistent"})
@@ -308,7 +309,7 @@ def test_the_rotation_covers_every_data_set_and_both_yamls():
 
 
 def test_the_replay_yamls_early_stopping_is_honoured_by_every_strategy():
-    from soundcl.replay import PatienceCounter, ReplayBrain
+    from soundcl.methods.supervised.replay import PatienceCounter, ReplayBrain
     from speechbrain.utils.epoch_loop import EpochCounter
 
     for name, strategy in STRATEGIES.items():

@@ -1,10 +1,10 @@
-"""Embedding maps of task-wise encoder checkpoints (soundcl.visualize, recipes/visualize.py)."""
+"""Embedding maps of task-wise encoder checkpoints (soundcl.methods.evaluation.visualize, recipes/visualize.py)."""
 import numpy as np
 import pytest
 import torch
 
 from conftest import recipe_argv, run_recipe
-from soundcl.visualize import EmbeddingMapBrain, reduce_to_2d
+from soundcl.methods.evaluation.visualize import EmbeddingMapBrain, reduce_to_2d
 
 
 class CountingMapBrain(EmbeddingMapBrain):

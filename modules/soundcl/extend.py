@@ -27,8 +27,9 @@ import sys
 import torch
 
 # soundcl internals: the only imports of this module (paths may change with the package layout).
-from soundcl import config, recipe
-from soundcl.atomic import write_json_atomic
+from soundcl.core import config
+from soundcl.core import recipe
+from soundcl.base.atomic import write_json_atomic
 from soundcl.data.folder import FolderDataError, scan, split_rows, clip_ids
 from soundcl.data.manifest import task_manifest_path, write_manifest
 from soundcl.data.probe import probe_rows
@@ -38,7 +39,7 @@ from soundcl.inference import TRAIN_CONFIG_FILE, read_inference_yaml, RunNotRead
 #: Record of an extension, in the run's save folder: a rerun of the same command resumes it.
 EXTENSION_FILE = "extend_task{}.json"
 #: Recipes whose Brains an extension supports (state beyond the classifier is sized by n_classes elsewhere).
-SUPPORTED_BRAINS = ("soundcl.brains.SupervisedBrain", "soundcl.replay.ReplayBrain")
+SUPPORTED_BRAINS = ("soundcl.core.brains.SupervisedBrain", "soundcl.methods.supervised.replay.ReplayBrain")
 
 
 def read_prepared(save_folder):

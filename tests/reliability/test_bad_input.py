@@ -10,9 +10,9 @@ import soundfile as sf
 import torch
 
 from conftest import recipe_argv, run_recipe
-from soundcl import config
-from soundcl.audio import AudioPipeline, AudioReadError
-from soundcl.brains import SupervisedBrain
+from soundcl.core import config
+from soundcl.data.audio import AudioPipeline, AudioReadError
+from soundcl.core.brains import SupervisedBrain
 
 HPARAMS = "hparams/synth/sup_train.yaml"
 

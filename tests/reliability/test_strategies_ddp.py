@@ -17,7 +17,7 @@ def _reduce_on_two_processes(rank, init_file, out_dir):
     """Process ``rank`` of 2: its own Fisher sums and clip count, reduced; written to out_dir."""
     import torch.distributed as dist
 
-    from soundcl.strategies.ddp import from_main_process, mean_over_processes, shard
+    from soundcl.core.ddp import from_main_process, mean_over_processes, shard
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
@@ -31,7 +31,7 @@ def _reduce_on_two_processes(rank, init_file, out_dir):
 
 
 def test_the_fisher_reduction_averages_over_every_process_clips(tmp_path):
-    from soundcl.strategies.ddp import mean_over_processes
+    from soundcl.core.ddp import mean_over_processes
 
     torch.multiprocessing.spawn(_reduce_on_two_processes, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     outs = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]

@@ -9,5 +9,10 @@
 * :mod:`~soundcl.data.manifest`: reading and writing the per-task manifests;
 * :mod:`~soundcl.data.splits`: task splits and the validation split;
 * :mod:`~soundcl.data.marker`: whether an earlier preparation can be reused;
-* :mod:`~soundcl.data.probe`: finding and probing audio files, and their errors.
+* :mod:`~soundcl.data.probe`: finding and probing audio files, and their errors;
+* :mod:`~soundcl.data.audio`: from manifest rows to batches (loading, cropping, caching);
+* :mod:`~soundcl.data.augment`: augmentations the YAMLs build (``!new:``).
+
+A new data set is one ``prepare`` module here plus ``hparams/<set>/`` YAMLs
+(docs/architecture.md). Imports only :mod:`soundcl.base` and this folder.
 """

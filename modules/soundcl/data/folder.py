@@ -6,7 +6,7 @@ Two layouts::
     <csv_file>: path,label[,split][,group]      paths absolute or relative to data_folder
 
 Any format libsndfile reads (wav, flac, ogg, mp3 ...), at any rate and channel count: the
-audio pipeline (:mod:`soundcl.audio`) decodes, downmixes and resamples. Classes are the
+audio pipeline (:mod:`soundcl.data.audio`) decodes, downmixes and resamples. Classes are the
 subfolder names (or CSV labels) in sorted order: class index ``i`` is the ``i``-th name.
 
 Tasks: ``task_classes`` lists the classes of each task by name or index (``[[dog, cat],

@@ -14,7 +14,7 @@ import re
 
 from speechbrain.dataio.dataio import load_data_csv
 
-from soundcl.atomic import atomic_write_text
+from soundcl.base.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 
-from soundcl.atomic import write_json_atomic
+from soundcl.base.atomic import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

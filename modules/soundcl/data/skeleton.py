@@ -28,7 +28,7 @@ import json
 import logging
 import os
 
-from soundcl.atomic import write_json_atomic
+from soundcl.base.atomic import write_json_atomic
 from soundcl.data.manifest import task_manifest_paths, write_task_manifests
 from soundcl.data.marker import clear_prep_done, mark_prep_done, prep_is_current
 from soundcl.data.splits import resolve_task_classes

@@ -26,7 +26,7 @@ import soundfile
 
 from soundcl.data import us8k
 from soundcl.data.sounds import CLASS_NAMES, EVENT_MAKERS, fade
-from soundcl.atomic import atomic_write_text, write_json_atomic
+from soundcl.base.atomic import atomic_write_text, write_json_atomic
 
 logger = logging.getLogger(__name__)
 

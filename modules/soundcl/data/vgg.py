@@ -29,7 +29,7 @@ import csv
 import logging
 import os
 
-from soundcl.atomic import atomic_write_text
+from soundcl.base.atomic import atomic_write_text
 from soundcl.data.manifest import write_unreadable_list
 from soundcl.data.marker import digest_strings
 from soundcl.data.probe import format_file_list, list_files, probe_rows

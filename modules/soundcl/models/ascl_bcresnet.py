@@ -21,7 +21,7 @@ The 1x1-conv classifier followed by average pooling is linear, so it equals
 average pooling followed by a linear layer with the same weights: the encoder
 returns the pooled map ``[batch, 2.5c]`` and the recipe's ordinary
 :class:`soundcl.models.encoders.Classifier` plays the 1x1 convolution. Methods
-that act on the map itself (noisytune, :class:`soundcl.perturbations.FeatureMapNoise`)
+that act on the map itself (noisytune, :class:`soundcl.memory.perturbations.FeatureMapNoise`)
 use :meth:`ASCCLBCResNet.feature_map` and :meth:`ASCCLBCResNet.pool`.
 """
 import torch.nn as nn

@@ -12,7 +12,7 @@ are concatenated (multi-scale embedding) and go through a ``emb_dim``-unit
 layer.
 
 The model is written for eager-mode int8 quantization
-(:mod:`soundcl.quantize`): tensor additions and products go through
+(:mod:`soundcl.ondevice.quantize`): tensor additions and products go through
 ``FloatFunctional``, a ``QuantStub`` quantizes the input, the time pooling is
 done in float (so padding frames can be masked) and the embedding layer is
 quantized again. :meth:`DSMN.fuse_model` names the conv-bn(-relu) groups.

@@ -1,7 +1,7 @@
 """torchlibrosa log-mel front end, batch-norm over mel bins and SpecAugment.
 
 These fill the ``compute_features`` / ``mean_var_norm`` / ``augmentation``
-slots of :class:`soundcl.brains.ContinualFeatureBrain`, so the on-device models
+slots of :class:`soundcl.core.brains.ContinualFeatureBrain`, so the on-device models
 share the Brain of every other recipe.
 """
 import torch.nn as nn

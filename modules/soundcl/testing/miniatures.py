@@ -27,7 +27,7 @@ import shutil
 import numpy as np
 import soundfile
 
-from soundcl.atomic import atomic_write_text, write_json_atomic
+from soundcl.base.atomic import atomic_write_text, write_json_atomic
 from soundcl.data import synthetic
 from soundcl.data.cochl import CLASSES as COCHL_CLASSES
 from soundcl.data.sounds import render_clip

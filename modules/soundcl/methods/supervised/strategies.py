@@ -1,0 +1,93 @@
+"""Continual-learning strategies of ``recipes/sup_train.py`` (``--strategy=NAME``).
+
+A strategy is a Brain (what is learnt and how), a task-data policy (which
+clips each task trains on) and a memory policy (what is kept for replay),
+each declaring the hparams it reads (:mod:`soundcl.base.contract`). The table
+:data:`STRATEGIES` is the only place that names them; references per strategy
+are in docs/protocols.md ("Strategies"). A strategy runs on any data set's
+``sup_train.yaml`` or ``replay_train.yaml`` (the on-device model; its early stopping,
+``patience``, is honoured as by :class:`soundcl.methods.supervised.replay.ReplayBrain`) and under torchrun
+DDP (:mod:`soundcl.core.ddp`).
+"""
+from typing import NamedTuple
+
+from soundcl.core.brains import SupervisedBrain
+from soundcl.base.contract import REQUIRED, ConfigError
+from soundcl.memory.policies import NoMemory, PerTaskRandom
+from soundcl.methods.supervised.replay import PatienceCounter, ReplayBrain
+from soundcl.methods.supervised.derpp import DerppBrain, LogitMemory
+from soundcl.methods.supervised.er_ace import ERACEBrain, FixedSizeReplayMemory
+from soundcl.methods.supervised.ewc import EWCBrain
+from soundcl.methods.supervised.gdumb import GDumbBrain, GDumbMemory, GDumbTaskData
+from soundcl.methods.supervised.icarl import IcarlBrain, IcarlMemory
+from soundcl.methods.supervised.joint import JointIncremental, JointTraining
+from soundcl.methods.supervised.lwf import LwFBrain
+from soundcl.core.task_data import CurrentTaskWithMemory
+
+#: What this module reads.
+HPARAMS = {
+    "strategy": REQUIRED,
+    # recipes/replay_train.py's cross-validation; sup_train.py runs one split and refuses True.
+    "cross_validate": False,
+}
+
+
+class Strategy(NamedTuple):
+    brain: type  # a ContinualBrain subclass
+    task_data: type  # a task-data policy class (built without arguments)
+    memory: type  # a memory policy class with from_hparams(hparams)
+
+    def task_data_policy(self, hparams):
+        """The task-data policy, built from the hparams when it reads some (``from_hparams``)."""
+        build = getattr(self.task_data, "from_hparams", None)
+        return build(hparams) if build is not None else self.task_data()
+
+    def brain_class(self, hparams):
+        """The Brain to build: with an early-stopping epoch counter (``patience`` of the replay
+        YAMLs) the strategy's Brain stops a task as :class:`soundcl.methods.supervised.replay.ReplayBrain` does."""
+        if not isinstance(hparams["epoch_counter"], PatienceCounter):
+            return self.brain
+        return type(self.brain.__name__, (ReplayBrain, self.brain), {"__module__": self.brain.__module__})
+
+    @property
+    def parts(self):
+        """The parts whose ``HPARAMS`` the recipe checks."""
+        return [self.brain, self.task_data, self.memory, ReplayBrain]
+
+
+class NoMemoryPolicy(NoMemory):
+    """No memory: the task-data policy already gives every clip a strategy trains on."""
+
+    @classmethod
+    def from_hparams(cls, hparams):
+        return cls()
+
+
+#: name -> (Brain, task-data policy, memory policy)
+STRATEGIES = {
+    # Today's behaviour: fine-tuning, or replay of replay_num_keep clips per finished task.
+    "finetune_or_replay": Strategy(SupervisedBrain, CurrentTaskWithMemory, PerTaskRandom),
+    "joint": Strategy(SupervisedBrain, JointTraining, NoMemoryPolicy),
+    "joint_incremental": Strategy(SupervisedBrain, JointIncremental, NoMemoryPolicy),
+    # The Brain's extra loss; replay_num_keep > 0 adds replay as for finetune_or_replay.
+    "lwf": Strategy(LwFBrain, CurrentTaskWithMemory, PerTaskRandom),
+    "ewc": Strategy(EWCBrain, CurrentTaskWithMemory, PerTaskRandom),
+    # Fixed-size memory (memory_size, mem_manage); memory clips train alongside the task's.
+    "er_ace": Strategy(ERACEBrain, CurrentTaskWithMemory, FixedSizeReplayMemory),
+    "derpp": Strategy(DerppBrain, CurrentTaskWithMemory, LogitMemory),
+    # Trains from scratch on its class-balanced memory only (memory_size).
+    "gdumb": Strategy(GDumbBrain, GDumbTaskData, GDumbMemory),
+    # Herding memory (memory_size), sigmoid distillation, nearest-mean-of-exemplars at test.
+    "icarl": Strategy(IcarlBrain, CurrentTaskWithMemory, IcarlMemory),
+}
+
+
+def chosen(hparams):
+    """The :class:`Strategy` named by ``hparams["strategy"]``; ConfigError for an unknown name."""
+    name = str(hparams["strategy"])
+    if name not in STRATEGIES:
+        raise ConfigError(f"strategy={name!r} is not valid: expected one of {', '.join(STRATEGIES)}")
+    if hparams["cross_validate"]:
+        raise ConfigError("cross_validate=True is not supported by recipes/sup_train.py (one split per run): "
+                          "set cross_validate=False, or run recipes/replay_train.py")
+    return STRATEGIES[name]
