@@ -84,7 +84,8 @@ def test_short_training_clip_keeps_a_relative_length_below_one_and_its_padding_i
         else:
             torch.testing.assert_close(lens, torch.tensor([1.0, 1.0]))
             assert (feats[0, :n] - short).abs().max() > 1.0  # the silent padding moved the sentence mean
-    from soundcl import audio as audio_module, config
+    from soundcl.core import config
+    from soundcl.data import audio as audio_module
 
     assert config.CHOICES["pad_short_crops"] == audio_module.PAD_SHORT_CROPS  # checked at start
     # Deterministic: the same crops on a second pass with the same crop seed.

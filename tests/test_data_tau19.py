@@ -81,7 +81,7 @@ def test_valid_split_test_is_cssl_sounds_split(tau_folder, tmp_path):
         assert [r["ID"] for r in rows["valid"][k]] == [r["ID"] for r in rows["test"][k]]
     with pytest.raises(ValueError, match="valid_split"):
         tau19.prepare(tau_folder, str(tmp_path / "other"), task_classes=TASKS, valid_split="fold")
-    from soundcl import config
+    from soundcl.core import config
 
     assert config.CHOICES["valid_split"] == tau19.VALID_SPLITS  # checked at start
 

@@ -280,7 +280,7 @@ def test_cssl_sound_readme_commands_run_as_written(dataset, tmp_path):
 
 
 def test_original_checkpoint_folder_with_several_runs_fails_listing_them(tmp_path):
-    from soundcl import config
+    from soundcl.core import config
     from soundcl.base.contract import ConfigError
 
     for seed in ("1986", "2022"):

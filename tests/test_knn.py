@@ -124,6 +124,6 @@ def test_knn_bank_is_a_class_balanced_resample_in_buffer_as_cssl_sound():
         assert torch.equal(kept_labels, labels)
     with pytest.raises(ValueError, match="knn_bank_balance"):
         _fit_bank("balanced", "buffer", labels)
-    from soundcl import config
+    from soundcl.core import config
 
-    assert config.CHOICES["knn_bank_balance"] == linear_eval.KNN_BANK_BALANCES  # checked at start
+    assert config.CHOICES["knn_bank_balance"] == knn_eval.KNN_BANK_BALANCES  # checked at start
