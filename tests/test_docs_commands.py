@@ -291,3 +291,9 @@ def test_original_checkpoint_folder_with_several_runs_fails_listing_them(tmp_pat
     assert single == f"ssl_checkpoints_dir: {tmp_path}/enc/simclr/1986/save\nknn_temperature: 0.1"
     with pytest.raises(ConfigError, match="same option"):
         config.original_command_overrides("knn_t: 0.1\nknn_temperature: 0.2")
+    # A recipe's own overrides as a dict (replay_train's cross-validation folds): the same rules.
+    os.makedirs(tmp_path / "one" / "simclr" / "1986" / "save" / "task0")
+    assert config.original_command_overrides({"knn_t": 0.1, "ssl_checkpoints_dir": f"{tmp_path}/one/save"}) == {
+        "knn_temperature": 0.1, "ssl_checkpoints_dir": f"{tmp_path}/one/simclr/1986/save"}
+    with pytest.raises(ConfigError, match="same option"):
+        config.original_command_overrides({"knn_t": 0.1, "knn_temperature": 0.2})

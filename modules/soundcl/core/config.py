@@ -63,13 +63,15 @@ def original_command_overrides(overrides):
 
     Arguments
     ---------
-    overrides : str
-        YAML text of ``sb.parse_arguments``.
+    overrides : str or dict
+        YAML text of ``sb.parse_arguments``, or a dict (a recipe's own overrides, e.g. a CV fold's).
 
     Returns
     -------
-    str, YAML text.
+    the same kind, translated.
     """
+    if isinstance(overrides, dict):
+        return _original_dict_overrides(overrides)
     if not overrides or not overrides.strip():
         return overrides
     lines = overrides.split("\n")
@@ -87,6 +89,21 @@ def original_command_overrides(overrides):
         if run is not None:
             lines[at] = f"ssl_checkpoints_dir: {json.dumps(run)}"
     return "\n".join(lines)
+
+
+def _original_dict_overrides(overrides):
+    """:func:`original_command_overrides` of a dict of overrides."""
+    translated = {}
+    for key, value in overrides.items():
+        ours = ORIGINAL_NAMES.get(key, key)
+        if ours in translated or (ours != key and ours in overrides):
+            raise ConfigError(f"--{key} (cssl_sound's name) and --{ours} are the same option: give one")
+        translated[ours] = value
+    folder = translated.get("ssl_checkpoints_dir")
+    run = _one_encoder_run(folder) if isinstance(folder, str) else None
+    if run is not None:
+        translated["ssl_checkpoints_dir"] = run
+    return translated
 
 
 def _one_encoder_run(folder):
