@@ -1,17 +1,18 @@
 """Installable soundcl package: continual learning of sound classes on SpeechBrain."""
-import importlib.util
 import os
 
 from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# The torch family soundcl is tested with, pinned EXACTLY: one source, soundcl.install_check.PINNED
-# (a stdlib-only file, loaded by path: the package's dependencies are not installed yet).
-_spec = importlib.util.spec_from_file_location("install_check", os.path.join(HERE, "modules", "soundcl", "install_check.py"))
-_install_check = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_install_check)
-TORCH_FAMILY = {package: f"{package}=={version}" for package, version in _install_check.PINNED.items()}
+# The torch family soundcl is tested with, pinned EXACTLY (==): torchaudio and torchvision are
+# compiled against one torch build. soundcl.install_check.PINNED holds the same versions (what
+# it checks a venv against); tests/test_install_check.py checks that the two agree.
+TORCH_FAMILY = {
+    "torch": "torch==2.11.0",
+    "torchaudio": "torchaudio==2.11.0",
+    "torchvision": "torchvision==0.26.0",
+}
 
 setup(
     name="soundcl",

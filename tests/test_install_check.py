@@ -46,3 +46,13 @@ def test_an_unpinned_family_that_runs_is_refused_unless_allowed(tmp_path):
     done = _install_check("--passt", extra_path=[str(tmp_path)])
     assert done.returncode == 1 and "torchvision 0.99.0 (pinned 0.26.0)" in done.stderr, done.stdout + done.stderr
     assert _install_check("--passt", "--allow_unpinned", extra_path=[str(tmp_path)]).returncode == 0
+
+
+def test_setup_py_pins_the_family_that_install_check_checks():
+    import re
+
+    from soundcl.install_check import PINNED
+
+    setup_py = open(os.path.join(REPO_ROOT, "setup.py"), encoding="utf-8").read()
+    pins = dict(re.findall(r'"(torch|torchaudio|torchvision)==([0-9.]+)"', setup_py))
+    assert pins == PINNED

@@ -14,7 +14,7 @@ import importlib.metadata
 import sys
 import traceback
 
-#: The exact torch family setup.py pins (its TORCH_FAMILY): what soundcl is tested with.
+#: The exact torch family setup.py pins (its TORCH_FAMILY; tests/test_install_check.py checks they agree).
 PINNED = {"torch": "2.11.0", "torchaudio": "2.11.0", "torchvision": "0.26.0"}
 
 
