@@ -181,43 +181,74 @@ def export(brain, test_rows, audio, loader_kwargs, output_folder, labels, tolera
     return result
 
 
+def run_int8_model(brain, output_folder, example_feats, backend=None, calibration=None):
+    """The run's own PyTorch int8 model and where it comes from: ``(model, source)``.
+
+    ``model_int8_qat.pt`` (a QAT run: the converted QAT model the recipe trained and scored) when it
+    is in ``output_folder``, else ``model_int8.pt`` (the recipe's post-training int8 model), else a
+    post-training quantization now on ``calibration`` (a list of (feats, lens), x86 default qconfig
+    as the recipe's). The module structure is rebuilt from the brain's float model (fused, prepared,
+    converted), then the saved int8 state (weights, scales, zero points) is loaded into it.
+    """
+    model = scene_model(brain)
+    probe = [(example_feats[:1], None)]
+    for name, source in (("model_int8_qat.pt", "qat"), ("model_int8.pt", "ptq")):
+        path = os.path.join(output_folder, name)
+        if os.path.isfile(path):
+            if source == "qat":
+                int8 = quantize.convert_qat(quantize.prepare_qat(model, backend).eval())
+            else:
+                int8 = quantize.post_training_quantize(model, probe, backend)
+            int8.load_state_dict(torch.load(path, weights_only=False))
+            return int8.eval(), f"{source} ({name})"
+    if not calibration:
+        raise FileNotFoundError(f"{output_folder} holds no model_int8_qat.pt / model_int8.pt and no calibration "
+                                "clips were given to quantize the float model")
+    return quantize.post_training_quantize(model, calibration, backend), "ptq (calibrated at export)"
+
+
 def export_int8(brain, train_rows, test_rows, audio, loader_kwargs, output_folder, labels,
                 backend=None, calibration_batches=20, min_agreement=0.99):
-    """Write ``model_int8.onnx`` (static int8, QDQ; feats -> logits, front end excluded) and ``labels.txt``.
+    """Write ``model_int8.onnx`` (QDQ; feats -> logits, front end excluded): the run's own int8 model.
 
-    The float model is exported (``model.onnx``) and quantized by onnxruntime,
-    calibrated on ``calibration_batches`` training batches; PyTorch's int8 model
-    (post-training, the same batches) is the reference: top-1 agreement of the
-    two over the test clips (each at its own length) must reach ``min_agreement``.
-    The complexity report (params, MACs per clip, file sizes) goes with the
-    check into ``export_int8_check.json``. Returns that dict.
+    The int8 model (:func:`run_int8_model`: the QAT model of a QAT run, else the recipe's PTQ one)
+    is exported as a QDQ graph with its own int8 weights, scales and zero points
+    (:mod:`soundcl.ondevice.qdq`), not quantized afresh. Top-1 agreement of onnxruntime with the
+    PyTorch int8 model over the test clips (each at its own length) is reported; below
+    ``min_agreement`` a warning says so (``ok: false``). Complexity (params, MACs per clip, file
+    sizes) goes with the check into ``export_int8_check.json``. Returns that dict.
     """
-    from soundcl.ondevice import complexity
+    from soundcl.ondevice import complexity, qdq
 
     model = scene_model(brain)
-    calibration = feature_batches(brain, train_rows, audio, loader_kwargs, calibration_batches)
     test = feature_batches(brain, test_rows, audio, loader_kwargs)
-    if not calibration or not test:
-        raise ValueError("export_int8 needs training clips (calibration) and test clips (check)")
+    if not test:
+        raise ValueError("export_int8 needs test clips (the check)")
+    calibration = None
+    if not any(os.path.isfile(os.path.join(output_folder, n)) for n in ("model_int8_qat.pt", "model_int8.pt")):
+        calibration = [(f, l) for f, l, _ in feature_batches(brain, train_rows, audio, loader_kwargs,
+                                                               calibration_batches)]
+    torch_int8, source = run_int8_model(brain, output_folder, test[0][0], backend, calibration)
+    twin = qdq.qdq_twin(torch_int8, (test[0][0][:1], None))
     fp32_path = quantize.export_onnx(model, os.path.join(output_folder, "model.onnx"), test[0][0])
-    int8_path = quantize.quantize_onnx_static(fp32_path, os.path.join(output_folder, "model_int8.onnx"),
-                                              [f for f, _, _ in calibration])
-    # The PyTorch reference quantizes as onnxruntime does (min/max, 8-bit activations), on the same batches.
-    torch_int8 = quantize.post_training_quantize(model, [(f, l) for f, l, _ in calibration], backend,
-                                                 qconfig=quantize.onnx_matched_qconfig())
+    int8_path = quantize.export_onnx(twin, os.path.join(output_folder, "model_int8.onnx"), test[0][0])
+    qdq.fold_weight_quantization(int8_path)
     clips = [feat[None, : max(1, int(round(float(rel) * feats.shape[1])))]
              for feats, lens, _ in test for feat, rel in zip(feats, lens)]
     longest = max(clips, key=lambda c: c.shape[1])
     targets = torch.cat([t for _, _, t in test])
     onnx_pred = quantize.onnx_predict(int8_path, clips)
     torch_pred = quantize.predict(torch_int8, [(c, None) for c in clips])
+    twin_pred = quantize.predict(twin, [(c, None) for c in clips])
     fp32_pred = quantize.predict(model, [(c, None) for c in clips])
     macs, _ = complexity.count_macs(model, longest, None)
     agreement = float((onnx_pred == torch_pred).float().mean())
     result = {
         "onnx_int8": int8_path,
+        "int8_model": source,
         "n_clips": len(clips),
         "onnx_int8_torch_int8_agreement": agreement,
+        "qdq_twin_torch_int8_agreement": float((twin_pred == torch_pred).float().mean()),
         "min_agreement": min_agreement,
         "ok": agreement >= min_agreement,
         "onnx_int8_accuracy": float((onnx_pred == targets).float().mean()),
@@ -226,7 +257,6 @@ def export_int8(brain, train_rows, test_rows, audio, loader_kwargs, output_folde
         "params": complexity.count_params(model),
         "macs_per_clip": int(macs),
         "macs_clip_frames": int(longest.shape[1]),  # the longest test clip
-        "torch_int8_qconfig": "min/max uint8 activations, per-channel symmetric int8 weights (as onnxruntime)",
         "onnx_int8_size_bytes": os.path.getsize(int8_path),
         "onnx_fp32_size_bytes": os.path.getsize(fp32_path),
         # Initializer bytes by type: the int8 weights, against the float32 ones of model.onnx
@@ -234,16 +264,19 @@ def export_int8(brain, train_rows, test_rows, audio, loader_kwargs, output_folde
         "onnx_int8_initializer_bytes": quantize.onnx_weight_bytes(int8_path),
         "onnx_fp32_initializer_bytes": quantize.onnx_weight_bytes(fp32_path),
         "backend": torch.backends.quantized.engine,
-        "front_end": "excluded: input is normalised filterbanks [batch, time, n_mels]",
+        "front_end": "excluded: input is normalised filterbanks [batch, time, n_mels] (waveform_int8.onnx has it)",
     }
     with open(os.path.join(output_folder, "labels.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(labels) + "\n")
     with open(os.path.join(output_folder, "export_int8_check.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
     if not result["ok"]:
-        raise RuntimeError(f"int8 ONNX top-1 agrees with PyTorch's int8 model on {100 * agreement:.1f} % of "
-                           f"{len(clips)} test clips < {100 * min_agreement:.0f} %")
-    logger.info("exported %s (%.1f kB); top-1 agreement with PyTorch int8 %.1f %% on %d clips; %d params, %.2f M MACs",
-                int8_path, result["onnx_int8_size_bytes"] / 1024, 100 * agreement, len(clips), result["params"],
-                macs / 1e6)
-    return result
+        # Not fatal: the artefact is the run's int8 model; the two runtimes' int8 kernels round
+        # differently (requantization, fbgemm's 16-bit accumulation of u8 x s8 pairs above 127).
+        logger.warning("int8 ONNX top-1 agrees with PyTorch's int8 model on %.1f %% of %d test clips, below "
+                       "%.0f %% (the QDQ twin in PyTorch: %.1f %%); see export_int8_check.json", 100 * agreement,
+                       len(clips), 100 * min_agreement, 100 * result["qdq_twin_torch_int8_agreement"])
+    logger.info("exported %s (%s, %.1f kB); top-1 agreement with PyTorch int8 %.1f %% on %d clips; %d params, "
+                "%.2f M MACs", int8_path, source, result["onnx_int8_size_bytes"] / 1024, 100 * agreement, len(clips),
+                result["params"], macs / 1e6)
+    return result, torch_int8
