@@ -46,8 +46,11 @@ def channel_shuffle(x, groups):
     """
     if groups == 1:
         return x
-    b, c, t, f = x.shape
-    return x.reshape(b, groups, c // groups, t, f).transpose(1, 2).reshape(b, c, t, f)
+    # One channel gather with a fixed permutation (channels are static): the same values as the
+    # reshape-transpose-reshape, and one op instead of a dozen shape ops in an exported graph.
+    c = int(x.shape[1])
+    perm = torch.arange(c, device=x.device).reshape(groups, c // groups).t().reshape(-1)
+    return x.index_select(1, perm)
 
 
 def _groups_for(channels, groups):
@@ -98,8 +101,8 @@ class ECA(nn.Module):
         self.mul = FloatFunctional()
 
     def forward(self, x):
-        b, c = x.shape[:2]
-        weights = self.sigmoid(self.conv(self.pool(x).reshape(b, 1, c))).reshape(b, c, 1, 1)
+        c = int(x.shape[1])  # static; -1 keeps the batch axis dynamic in an exported graph
+        weights = self.sigmoid(self.conv(self.pool(x).reshape(-1, 1, c))).reshape(-1, c, 1, 1)
         return self.mul.mul(x, weights)
 
 
@@ -125,7 +128,7 @@ class DSDBlock(nn.Module):
         self.pool_time = pool_time
 
     def forward(self, x):
-        n_freq = x.shape[-1]
+        n_freq = int(x.shape[-1])  # static (n_mels): constant slices in an exported graph
         half = (n_freq + 1) // 2
         # Odd frequency counts: the two halves overlap by one bin (no padding,
         # which keeps the block quantizable).
