@@ -1,8 +1,8 @@
 """On-device evaluation of a trained recipe: float32 / PTQ int8 / QAT int8 accuracy, ONNX export.
 
 Used by ``recipes/dsmn_train.py`` (after training) and ``recipes/export.py``
-(``--format=onnx``: float32; ``--format=onnx_int8``: static int8 QDQ model checked
-against PyTorch's int8 model).
+(``--format=onnx``: float32; ``--format=onnx_int8``: the run's own int8 model as a QDQ graph,
+checked against PyTorch's int8 model; the waveform-in artefacts: :mod:`soundcl.ondevice.waveform`).
 The filterbank front end of the Brain runs in float32; the quantized /
 exported part is encoder + scene classifier (see :mod:`soundcl.ondevice.quantize`).
 """

@@ -13,7 +13,7 @@ Eager-mode ``torch.ao.quantization``: the encoder must provide
     model = SceneClassifier(embedding_model, classifier)
     int8 = post_training_quantize(model, calibration_feats, backend="x86")
     export_onnx(model, "model.onnx", example_feats); max_err = onnx_max_error("model.onnx", model, feats)
-    quantize_onnx_static("model.onnx", "model_int8.onnx", calibration_feats)   # QDQ int8 ONNX
+    # int8 ONNX of a converted model (its own weights and scales): soundcl.ondevice.qdq
 """
 import copy
 import io
@@ -63,16 +63,6 @@ def _set_backend(backend):
         raise ValueError(f"quantization backend {backend!r} not available here: {torch.backends.quantized.supported_engines}")
     torch.backends.quantized.engine = backend
     return backend
-
-
-def onnx_matched_qconfig():
-    """The qconfig of onnxruntime's static quantization (:func:`quantize_onnx_static`): uint8
-    activations over their full range from min/max, int8 symmetric per-channel weights. PyTorch's
-    int8 reference for an int8 ONNX model (the x86 default uses 7-bit histogram-calibrated activations)."""
-    return tq.QConfig(
-        activation=tq.MinMaxObserver.with_args(dtype=torch.quint8, qscheme=torch.per_tensor_affine, reduce_range=False),
-        weight=tq.PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric),
-    )
 
 
 def post_training_quantize(model, calibration_batches, backend=None, qconfig=None):
@@ -184,37 +174,6 @@ def onnx_max_error(path, model, feats):
             torch_logits = model(x.cpu(), None).numpy()
         error = max(error, float(abs(onnx_logits - torch_logits).max()))
     return error
-
-
-def quantize_onnx_static(fp32_path, int8_path, calibration_feats, per_channel=True):
-    """Static int8 quantization of a float ONNX model (from :func:`export_onnx`) with onnxruntime.
-
-    QDQ format: int8 weights (per output channel), uint8 activations (asymmetric,
-    as PyTorch's ``quint8``), scales from the min/max of the activations over
-    ``calibration_feats`` (list of feats [batch, time, n_mels]). Returns ``int8_path``.
-    """
-    import tempfile
-
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    if not calibration_feats:
-        raise ValueError("quantize_onnx_static needs at least one calibration batch")
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{"feats": f.cpu().numpy()} for f in calibration_feats])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        # Shape inference and graph clean-up first, as onnxruntime recommends before quantizing.
-        prepared = os.path.join(tmp, "prepared.onnx")
-        quant_pre_process(fp32_path, prepared, skip_symbolic_shape=True)
-        quantize_static(prepared, int8_path, _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return int8_path
 
 
 def onnx_predict(path, feats):
