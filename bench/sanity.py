@@ -467,13 +467,17 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer clips, epochs and methods: a smoke check")
     parser.add_argument("--methods", default=None, help="comma-separated subset of the method names (default: all)")
     parser.add_argument("--cpu_threads", type=int, default=2, help="torch threads of every run")
+    parser.add_argument("--ssl_epochs", type=int, default=None,
+                        help="SimCLR / SimSiam epochs per task instead of the mode's (a budget study: give it its own --out)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     mode = "quick" if args.quick else "full"
-    settings = SETTINGS[mode]
+    settings = dict(SETTINGS[mode])
+    if args.ssl_epochs is not None:
+        settings["ssl_epochs"] = args.ssl_epochs
     out = os.path.abspath(args.out)
     if args.quick:  # its own runs: the settings differ
         out = os.path.join(out, "quick")
