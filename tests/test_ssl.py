@@ -128,8 +128,10 @@ def test_recipe_runs_two_tasks_and_writes_task_checkpoints(ssl_runs, method, par
         meta = results["per_task"][k]["best_valid"]
         assert meta["epoch"] == 2  # the last epoch is the task's final checkpoint
         assert meta["train_spread"] > 0.01  # not collapsed
+        # Wang and Isola's alignment (0..4) and uniformity (above -4t n/(n-1) for n clips, below 0) of the embeddings.
+        assert 0.0 <= meta["train_align_emb"] <= 4.0 and -4.5 <= meta["train_uniform_emb"] <= 0.0, meta
     log = (out / "train_log.txt").read_text()
-    assert "train ssl" in log and "train spread" in log
+    assert "train ssl" in log and "train spread" in log and "train align_emb" in log and "train uniform_emb" in log
     if method == "supclr":
         assert "train sup" in log
 

@@ -3,7 +3,8 @@
 * :func:`mixup_cross_entropy` - supervised cross-entropy with mixup targets;
 * :func:`nt_xent` - the SimCLR (NT-Xent) contrastive loss over ``2B`` views;
 * :func:`simsiam_loss` - SimSiam's symmetric negative cosine with stop-gradient;
-* :func:`embedding_spread` - the collapse watch statistic.
+* :func:`embedding_spread` - the collapse watch statistic;
+* :func:`alignment_uniformity` - Wang and Isola's (2020) alignment and uniformity of two views.
 """
 import torch
 import torch.nn.functional as F
@@ -98,3 +99,33 @@ def embedding_spread(z):
     if z.shape[0] < 2:
         return 0.0
     return float(F.normalize(z.float(), dim=1).std(dim=0).mean())
+
+
+@torch.no_grad()
+def alignment_uniformity(emb, t=2.0):
+    """Alignment and uniformity (Wang and Isola 2020, alpha 2) of a two-view batch.
+
+    The rows are L2-normalised first. ``align`` is the mean squared distance of the
+    positive pairs (0: both views map to the same point; 2 for independent random
+    directions; 4: opposite points); ``uniform`` is ``log mean exp(-t |x - y|^2)``
+    over the pairs of distinct clips of one view, averaged over the two views as the
+    paper's code does (0 when every row is the same point, about
+    ``-2 t + 2 t^2 / dim`` for random directions in ``dim`` dimensions, -4 t = -8 at t 2
+    for two clips at opposite points: lower is more uniform).
+
+    Arguments
+    ---------
+    emb : torch.Tensor, shape [2 * batch, dim] (view 1 rows, then view 2 rows)
+    t : float
+
+    Returns
+    -------
+    dict of floats: ``align``, ``uniform``.
+    """
+    if emb.dim() != 2 or emb.shape[0] < 4 or emb.shape[0] % 2:
+        raise ValueError(f"alignment_uniformity expects [2 * batch, dim] with batch >= 2, got {tuple(emb.shape)}")
+    x = F.normalize(emb.float(), dim=1)
+    first, second = x.chunk(2)
+    align = (first - second).pow(2).sum(dim=1).mean()
+    uniform = 0.5 * sum(torch.pdist(view).pow(2).mul(-t).exp().mean().log() for view in (first, second))
+    return {"align": float(align), "uniform": float(uniform)}

@@ -42,7 +42,7 @@ import speechbrain as sb
 from soundcl.results import metrics
 from soundcl.core.brains import UNSEEN_LOGIT, ContinualFeatureBrain
 from soundcl.base.contract import REQUIRED
-from soundcl.core.losses import embedding_spread, mixup_cross_entropy, nt_xent, simsiam_loss
+from soundcl.core.losses import alignment_uniformity, embedding_spread, mixup_cross_entropy, nt_xent, simsiam_loss
 from soundcl.core.ddp import unwrap as unwrap_ddp  # a second view through the wrapper would re-broadcast BN buffers in place
 
 logger = logging.getLogger(__name__)
@@ -211,6 +211,8 @@ class SSLBrain(ContinualFeatureBrain):
         loss, parts = self.ssl_objectives(predictions, batch, stage)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite {type(self).__name__} loss at task {self.task_id}: parts {parts}")
+        if stage == sb.Stage.TRAIN:  # what the linear probe will see: the encoder embeddings' geometry
+            parts.update({f"{k}_emb": v for k, v in alignment_uniformity(predictions["emb"]).items()})
         for name, value in parts.items():
             self.stage_parts[name] += float(value)
         self.stage_batches += 1
