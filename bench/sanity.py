@@ -295,6 +295,12 @@ def method_specs(settings):
     for encoder in [*settings["ssl"], "random", "sup_finetune"]:
         source = "sup/finetune" if encoder == "sup_finetune" else f"{encoder}/encoder"
         specs[f"linear/{encoder}"] = ("linclf_train", [*linear, f"@encoder={source}"], "linear")
+    # Cures of small replay's recency bias (issue 27): each beside sup/replay<keep>, same memory.
+    keep = f"--replay_num_keep={settings['keep']}"
+    specs[f"sup/bic{settings['keep']}"] = ("sup_train", [*sup, "--strategy=bic", keep], "sup")
+    specs[f"sup/wa{settings['keep']}"] = ("sup_train", [*sup, "--strategy=wa", keep], "sup")
+    specs[f"sup/replay{settings['keep']}_balanced"] = ("sup_train", [*sup, keep, "--replay_batches=class_balanced"],
+                                                      "sup")
     for name in settings["strategies"]:
         specs[f"sup/{name}"] = ("sup_train", [*sup, f"--strategy={name}", f"--memory_size={settings['fixed_memory']}"],
                                 "sup")

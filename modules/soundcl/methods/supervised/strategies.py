@@ -15,6 +15,8 @@ from soundcl.core.brains import SupervisedBrain
 from soundcl.base.contract import REQUIRED, ConfigError
 from soundcl.memory.policies import NoMemory, PerTaskRandom
 from soundcl.methods.supervised.replay import PatienceCounter, ReplayBrain
+from soundcl.methods.supervised.balanced import ClassBalancedBatches, with_balanced_batches
+from soundcl.methods.supervised.bic import BiCBrain, BiCTaskData
 from soundcl.methods.supervised.derpp import DerppBrain, LogitMemory
 from soundcl.methods.supervised.er_ace import ERACEBrain, FixedSizeReplayMemory
 from soundcl.methods.supervised.ewc import EWCBrain
@@ -22,6 +24,7 @@ from soundcl.methods.supervised.gdumb import GDumbBrain, GDumbMemory, GDumbTaskD
 from soundcl.methods.supervised.icarl import IcarlBrain, IcarlMemory
 from soundcl.methods.supervised.joint import JointIncremental, JointTraining
 from soundcl.methods.supervised.lwf import LwFBrain
+from soundcl.methods.supervised.wa import WABrain
 from soundcl.core.task_data import CurrentTaskWithMemory
 
 #: What this module reads.
@@ -44,15 +47,18 @@ class Strategy(NamedTuple):
 
     def brain_class(self, hparams):
         """The Brain to build: with an early-stopping epoch counter (``patience`` of the replay
-        YAMLs) the strategy's Brain stops a task as :class:`soundcl.methods.supervised.replay.ReplayBrain` does."""
-        if not isinstance(hparams["epoch_counter"], PatienceCounter):
-            return self.brain
-        return type(self.brain.__name__, (ReplayBrain, self.brain), {"__module__": self.brain.__module__})
+        YAMLs) the strategy's Brain stops a task as :class:`soundcl.methods.supervised.replay.ReplayBrain` does;
+        with ``replay_batches: class_balanced`` its training batches are class-balanced
+        (:mod:`soundcl.methods.supervised.balanced`)."""
+        brain = self.brain
+        if isinstance(hparams["epoch_counter"], PatienceCounter):
+            brain = type(brain.__name__, (ReplayBrain, brain), {"__module__": brain.__module__})
+        return with_balanced_batches(brain, hparams)
 
     @property
     def parts(self):
         """The parts whose ``HPARAMS`` the recipe checks."""
-        return [self.brain, self.task_data, self.memory, ReplayBrain]
+        return [self.brain, self.task_data, self.memory, ReplayBrain, ClassBalancedBatches]
 
 
 class NoMemoryPolicy(NoMemory):
@@ -79,6 +85,10 @@ STRATEGIES = {
     "gdumb": Strategy(GDumbBrain, GDumbTaskData, GDumbMemory),
     # Herding memory (memory_size), sigmoid distillation, nearest-mean-of-exemplars at test.
     "icarl": Strategy(IcarlBrain, CurrentTaskWithMemory, IcarlMemory),
+    # Replay (replay_num_keep) with a cure of the new classes' bias: BiC's bias-correction layer fitted
+    # on a held-out slice of the memory (bic_holdout), WA's aligning of the new classes' head weights.
+    "bic": Strategy(BiCBrain, BiCTaskData, PerTaskRandom),
+    "wa": Strategy(WABrain, CurrentTaskWithMemory, PerTaskRandom),
 }
 
 
