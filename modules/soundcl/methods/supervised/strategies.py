@@ -22,6 +22,8 @@ from soundcl.methods.supervised.gdumb import GDumbBrain, GDumbMemory, GDumbTaskD
 from soundcl.methods.supervised.icarl import IcarlBrain, IcarlMemory
 from soundcl.methods.supervised.joint import JointIncremental, JointTraining
 from soundcl.methods.supervised.lwf import LwFBrain
+from soundcl.methods.supervised import online
+from soundcl.methods.supervised.online import OnlineDerpp, OnlineERACE, OnlineTraining
 from soundcl.core.task_data import CurrentTaskWithMemory
 
 #: What this module reads.
@@ -29,6 +31,9 @@ HPARAMS = {
     "strategy": REQUIRED,
     # recipes/replay_train.py's cross-validation; sup_train.py runs one split and refuses True.
     "cross_validate": False,
+    # True: online continual learning, one pass over the stream, the memory updated per batch
+    # (er, er_ace, derpp; soundcl.methods.supervised.online, hparams/<dataset>/online_train.yaml).
+    "online": False,
 }
 
 
@@ -36,6 +41,7 @@ class Strategy(NamedTuple):
     brain: type  # a ContinualBrain subclass
     task_data: type  # a task-data policy class (built without arguments)
     memory: type  # a memory policy class with from_hparams(hparams)
+    online: type = None  # the Brain's mixin in online mode (soundcl.methods.supervised.online); None: none
 
     def task_data_policy(self, hparams):
         """The task-data policy, built from the hparams when it reads some (``from_hparams``)."""
@@ -73,8 +79,10 @@ STRATEGIES = {
     "lwf": Strategy(LwFBrain, CurrentTaskWithMemory, PerTaskRandom),
     "ewc": Strategy(EWCBrain, CurrentTaskWithMemory, PerTaskRandom),
     # Fixed-size memory (memory_size, mem_manage); memory clips train alongside the task's.
-    "er_ace": Strategy(ERACEBrain, CurrentTaskWithMemory, FixedSizeReplayMemory),
-    "derpp": Strategy(DerppBrain, CurrentTaskWithMemory, LogitMemory),
+    # Experience replay (Chaudhry et al. 2019): cross-entropy over current and memory clips alike.
+    "er": Strategy(SupervisedBrain, CurrentTaskWithMemory, FixedSizeReplayMemory, online=OnlineTraining),
+    "er_ace": Strategy(ERACEBrain, CurrentTaskWithMemory, FixedSizeReplayMemory, online=OnlineERACE),
+    "derpp": Strategy(DerppBrain, CurrentTaskWithMemory, LogitMemory, online=OnlineDerpp),
     # Trains from scratch on its class-balanced memory only (memory_size).
     "gdumb": Strategy(GDumbBrain, GDumbTaskData, GDumbMemory),
     # Herding memory (memory_size), sigmoid distillation, nearest-mean-of-exemplars at test.
@@ -90,4 +98,6 @@ def chosen(hparams):
     if hparams["cross_validate"]:
         raise ConfigError("cross_validate=True is not supported by recipes/sup_train.py (one split per run): "
                           "set cross_validate=False, or run recipes/replay_train.py")
+    if hparams["online"]:
+        return online.online_strategy(STRATEGIES[name], name, hparams)
     return STRATEGIES[name]
