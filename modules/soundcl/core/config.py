@@ -45,7 +45,8 @@ CHOICES = {
     "replay_encoder": REPLAY_ENCODERS,
     "backbone": ("passt", "dsmn"),
     # soundcl.methods.supervised.strategies.STRATEGIES (recipes/sup_train.py)
-    "strategy": ("finetune_or_replay", "joint", "joint_incremental", "lwf", "ewc", "er", "er_ace", "derpp", "gdumb", "icarl"),
+    "strategy": ("finetune_or_replay", "joint", "joint_incremental", "lwf", "ewc", "er_ace", "derpp", "gdumb", "icarl",
+                 "er"),
 }
 
 #: cssl_sound's command-line names -> soundcl's (``knn_eval.py --knn_train_type=buffer --knn_t=0.1``).

@@ -79,14 +79,15 @@ STRATEGIES = {
     "lwf": Strategy(LwFBrain, CurrentTaskWithMemory, PerTaskRandom),
     "ewc": Strategy(EWCBrain, CurrentTaskWithMemory, PerTaskRandom),
     # Fixed-size memory (memory_size, mem_manage); memory clips train alongside the task's.
-    # Experience replay (Chaudhry et al. 2019): cross-entropy over current and memory clips alike.
-    "er": Strategy(SupervisedBrain, CurrentTaskWithMemory, FixedSizeReplayMemory, online=OnlineTraining),
     "er_ace": Strategy(ERACEBrain, CurrentTaskWithMemory, FixedSizeReplayMemory, online=OnlineERACE),
     "derpp": Strategy(DerppBrain, CurrentTaskWithMemory, LogitMemory, online=OnlineDerpp),
     # Trains from scratch on its class-balanced memory only (memory_size).
     "gdumb": Strategy(GDumbBrain, GDumbTaskData, GDumbMemory),
     # Herding memory (memory_size), sigmoid distillation, nearest-mean-of-exemplars at test.
     "icarl": Strategy(IcarlBrain, CurrentTaskWithMemory, IcarlMemory),
+    # Experience replay (Chaudhry et al. 2019): cross-entropy over current and memory clips alike;
+    # fixed-size memory (memory_size, mem_manage). The online strategies: er, er_ace, derpp (online: True).
+    "er": Strategy(SupervisedBrain, CurrentTaskWithMemory, FixedSizeReplayMemory, online=OnlineTraining),
 }
 
 
