@@ -6,6 +6,7 @@
     python recipes/sup_train.py hparams/synth/sup_train.yaml --strategy=joint --experiment_name=joint
     python recipes/sup_train.py hparams/us8k/sup_train.yaml --data_folder=/data/UrbanSound8K
     python recipes/sup_train.py hparams/synth/replay_train.yaml --strategy=derpp --experiment_name=derpp  # BC-ResNet
+    python recipes/sup_train.py hparams/synth/online_train.yaml                    # online ER: one pass, anytime curve
 
 For each task k (soundcl.core.task_loop.TaskLoop): train on the clips the strategy's
 task-data policy gives (by default task k's clips plus the memory,
@@ -13,7 +14,10 @@ task-data policy gives (by default task k's clips plus the memory,
 test on tasks 0..k (row k of the accuracy matrix), update the memory.
 ``--strategy`` picks the Brain and policies in soundcl.methods.supervised.strategies.STRATEGIES
 (docs/protocols.md, "Strategies").
-Results: <output_folder>/results.json, results.csv, accuracy_matrix.png.
+``online: True`` (online_train.yaml; er, er_ace, derpp): one pass over each task's clips, the memory
+updated per batch, anytime accuracy (soundcl.methods.supervised.online).
+Results: <output_folder>/results.json, results.csv, accuracy_matrix.png (online: anytime_accuracy.csv/.png,
+online_batches.csv).
 """
 
 import speechbrain as sb
@@ -48,13 +52,9 @@ def main(argv):
     brain = strategy.brain_class(hparams)(
         modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts
     )
-    loop = TaskLoop(
-        brain,
-        task_rows,
-        task_data=strategy.task_data_policy(hparams),
-        memory=recipe.build(strategy.memory.from_hparams, hparams),  # replay_num_keep=0: fine-tuning
-        hparams=hparams,
-    )
+    memory = recipe.build(strategy.memory.from_hparams, hparams)  # replay_num_keep=0: fine-tuning
+    brain.attach_memory(memory)  # online mode (online: True): the Brain updates it after every batch
+    loop = TaskLoop(brain, task_rows, task_data=strategy.task_data_policy(hparams), memory=memory, hparams=hparams)
     return loop.run()
 
 

@@ -46,7 +46,7 @@ CHOICES = {
     "backbone": ("passt", "dsmn"),
     # soundcl.methods.supervised.strategies.STRATEGIES (recipes/sup_train.py)
     "strategy": ("finetune_or_replay", "joint", "joint_incremental", "lwf", "ewc", "er_ace", "derpp", "gdumb", "icarl",
-                 "bic", "wa"),
+                 "bic", "wa", "er"),
     "replay_batches": ("shuffled", "class_balanced"),  # soundcl.methods.supervised.balanced.REPLAY_BATCHES
 }
 

@@ -78,6 +78,11 @@ class ContinualBrain(sb.Brain):
         what the next task needs there (e.g. EWC's Fisher). The default does nothing.
         """
 
+    def attach_memory(self, memory):
+        """Called by the recipe with the memory policy the task loop will use, before it runs. A Brain
+        that updates the memory during a task (online mode, :mod:`soundcl.methods.supervised.online`)
+        keeps it; the default does nothing (the loop alone updates the memory, after each task)."""
+
     def fit_report(self):
         """Statistics of the last ``fit`` for the task's ``per_task`` entry in results.json
         (e.g. the replay recipe's best test epoch); the default has none."""

@@ -25,6 +25,8 @@ from soundcl.methods.supervised.icarl import IcarlBrain, IcarlMemory
 from soundcl.methods.supervised.joint import JointIncremental, JointTraining
 from soundcl.methods.supervised.lwf import LwFBrain
 from soundcl.methods.supervised.wa import WABrain
+from soundcl.methods.supervised import online
+from soundcl.methods.supervised.online import OnlineDerpp, OnlineERACE, OnlineTraining
 from soundcl.core.task_data import CurrentTaskWithMemory
 
 #: What this module reads.
@@ -32,6 +34,9 @@ HPARAMS = {
     "strategy": REQUIRED,
     # recipes/replay_train.py's cross-validation; sup_train.py runs one split and refuses True.
     "cross_validate": False,
+    # True: online continual learning, one pass over the stream, the memory updated per batch
+    # (er, er_ace, derpp; soundcl.methods.supervised.online, hparams/<dataset>/online_train.yaml).
+    "online": False,
 }
 
 
@@ -39,6 +44,7 @@ class Strategy(NamedTuple):
     brain: type  # a ContinualBrain subclass
     task_data: type  # a task-data policy class (built without arguments)
     memory: type  # a memory policy class with from_hparams(hparams)
+    online: type = None  # the Brain's mixin in online mode (soundcl.methods.supervised.online); None: none
 
     def task_data_policy(self, hparams):
         """The task-data policy, built from the hparams when it reads some (``from_hparams``)."""
@@ -79,8 +85,8 @@ STRATEGIES = {
     "lwf": Strategy(LwFBrain, CurrentTaskWithMemory, PerTaskRandom),
     "ewc": Strategy(EWCBrain, CurrentTaskWithMemory, PerTaskRandom),
     # Fixed-size memory (memory_size, mem_manage); memory clips train alongside the task's.
-    "er_ace": Strategy(ERACEBrain, CurrentTaskWithMemory, FixedSizeReplayMemory),
-    "derpp": Strategy(DerppBrain, CurrentTaskWithMemory, LogitMemory),
+    "er_ace": Strategy(ERACEBrain, CurrentTaskWithMemory, FixedSizeReplayMemory, online=OnlineERACE),
+    "derpp": Strategy(DerppBrain, CurrentTaskWithMemory, LogitMemory, online=OnlineDerpp),
     # Trains from scratch on its class-balanced memory only (memory_size).
     "gdumb": Strategy(GDumbBrain, GDumbTaskData, GDumbMemory),
     # Herding memory (memory_size), sigmoid distillation, nearest-mean-of-exemplars at test.
@@ -89,6 +95,9 @@ STRATEGIES = {
     # on a held-out slice of the memory (bic_holdout), WA's aligning of the new classes' head weights.
     "bic": Strategy(BiCBrain, BiCTaskData, PerTaskRandom),
     "wa": Strategy(WABrain, CurrentTaskWithMemory, PerTaskRandom),
+    # Experience replay (Chaudhry et al. 2019): cross-entropy over current and memory clips alike;
+    # fixed-size memory (memory_size, mem_manage). The online strategies: er, er_ace, derpp (online: True).
+    "er": Strategy(SupervisedBrain, CurrentTaskWithMemory, FixedSizeReplayMemory, online=OnlineTraining),
 }
 
 
@@ -100,4 +109,6 @@ def chosen(hparams):
     if hparams["cross_validate"]:
         raise ConfigError("cross_validate=True is not supported by recipes/sup_train.py (one split per run): "
                           "set cross_validate=False, or run recipes/replay_train.py")
+    if hparams["online"]:
+        return online.online_strategy(STRATEGIES[name], name, hparams)
     return STRATEGIES[name]
