@@ -73,6 +73,7 @@ TINY_VALUES = {
     "train_duration": "0.5",
     "warmup_epochs": "0",
     "knn_k": "3",
+    "ranpac_M": "64",  # RanPAC's random projection (YAMLs: the original's 10000, a 10000 x 10000 Gram matrix)
     "ckpt_interval_minutes": "0",
     "stop_after_task": "null",
     # PaSST (sit_train): a 1-layer, 32-wide transformer; structured patchout that leaves patches

@@ -41,6 +41,7 @@ CHOICES = {
     "valid_replay": ("fraction", "count"),
     "sup_loss_views": ("first", "both"),
     "encoder_checkpoint": ("last", "final"),
+    "frozen_head": ("ncm", "ranpac"),  # soundcl.methods.evaluation.frozen_cil.FROZEN_HEADS
     "encoder": ENCODER_KINDS,
     "replay_encoder": REPLAY_ENCODERS,
     "backbone": ("passt", "dsmn"),
@@ -207,7 +208,8 @@ def validate(hparams):
 
     if "ssl_checkpoints_dir" in hparams:
         folder = hparams["ssl_checkpoints_dir"]
-        if not folder or not os.path.isdir(str(folder)):
+        pretrained = folder is None and str(hparams.get("encoder_task")) == "pretrained"  # frozen_cil: no run
+        if not pretrained and (not folder or not os.path.isdir(str(folder))):
             _fail("ssl_checkpoints_dir", folder, "an existing folder holding task<k>/ checkpoints (<encoder output>/save)")
 
     for key in ("number_of_epochs", "batch_size"):

@@ -210,6 +210,15 @@ class LinearEvalBrain(ClassifierStages, ContinualBrain):
 
     def begin_task(self, task_id, seen_classes):
         super().begin_task(task_id, seen_classes)
+        self.load_frozen_encoder(task_id)
+        if self.hparams.reinit_classifier and "classifier" in self.modules:
+            torch.manual_seed(derive_seed(self.hparams.seed, task_id, "classifier"))
+            for layer in self.modules.classifier.modules():
+                if layer is not self.modules.classifier and hasattr(layer, "reset_parameters"):
+                    layer.reset_parameters()
+
+    def load_frozen_encoder(self, task_id):
+        """Load the encoder of ``<ssl_checkpoints_dir>/task{task_id}`` into the frozen front end."""
         root = self.hparams.ssl_checkpoints_dir
         n_tasks = len(self.hparams.task_classes)
         missing = [k for k in range(n_tasks) if not os.path.isdir(os.path.join(root, f"task{k}"))]
@@ -226,6 +235,11 @@ class LinearEvalBrain(ClassifierStages, ContinualBrain):
             {"embedding_model": self.hparams.embedding_model, "normalizer": self.hparams.mean_var_norm},
             which=self.hparams.encoder_checkpoint,
         )
+        self.freeze_front_end()
+        logger.info("task %d: encoder from %s", task_id, self.encoder_ckpt.path)
+
+    def freeze_front_end(self):
+        """Front end on the device, in eval mode, without gradients; the embeddings' fingerprint forgotten."""
         for module in self.front_end:
             if isinstance(module, torch.nn.Module):
                 module.to(self.device)
@@ -233,12 +247,6 @@ class LinearEvalBrain(ClassifierStages, ContinualBrain):
                 module.requires_grad_(False)
         self._probe = None
         self.cache = None
-        if self.hparams.reinit_classifier and "classifier" in self.modules:
-            torch.manual_seed(derive_seed(self.hparams.seed, task_id, "classifier"))
-            for layer in self.modules.classifier.modules():
-                if layer is not self.modules.classifier and hasattr(layer, "reset_parameters"):
-                    layer.reset_parameters()
-        logger.info("task %d: encoder from %s", task_id, self.encoder_ckpt.path)
 
     @torch.no_grad()
     def encode(self, wavs, lens):
@@ -279,8 +287,12 @@ class LinearEvalBrain(ClassifierStages, ContinualBrain):
             n_encoded = self.n_encoded  # counts data clips only
             self._probe = self.encode(wav[None].to(self.device), torch.ones(1, device=self.device)).cpu()
             self.n_encoded = n_encoded
-        stamps = sorted(file_stamp(path) for path in self.encoder_ckpt.paramfiles.values())
+        stamps = sorted(file_stamp(path) for path in self.encoder_files())
         return {"version": EMBEDDINGS_VERSION, "checkpoint": stamps}, self._probe
+
+    def encoder_files(self):
+        """The files the frozen encoder was loaded from (their stamps key the embedding cache)."""
+        return list(self.encoder_ckpt.paramfiles.values())
 
     # ------------------------------------------------------ embedding cache
     def prepare_task_data(self, task_dir, task_data):
@@ -288,11 +300,16 @@ class LinearEvalBrain(ClassifierStages, ContinualBrain):
         self.seen_classes = sorted({int(row["class_idx"]) for row in task_data.train})
         if not self.hparams.cache_embeddings:
             return
-        rows = {}
-        for row in [*task_data.train, *task_data.valid, *(r for j in task_data.test_tasks for r in task_data.test[j])]:
-            rows.setdefault(row["ID"], row)
-        self.cache = EmbeddingCache(os.path.join(task_dir, EMBEDDINGS_FILE), self.encoder_fingerprint())
-        run_on_main(lambda: self.cache.load().fill(list(rows.values()), self.embed_rows))
+        tests = [r for j in task_data.test_tasks for r in task_data.test[j]]
+        self.fill_cache(os.path.join(task_dir, EMBEDDINGS_FILE), [*task_data.train, *task_data.valid, *tests])
+
+    def fill_cache(self, path, rows):
+        """``self.cache``: the embedding cache in ``path``, holding every clip of ``rows`` (each encoded once)."""
+        unique = {}
+        for row in rows:
+            unique.setdefault(row["ID"], row)
+        self.cache = EmbeddingCache(path, self.encoder_fingerprint())
+        run_on_main(lambda: self.cache.load().fill(list(unique.values()), self.embed_rows))
         if not if_main_process():
             self.cache.load()
 
