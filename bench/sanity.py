@@ -258,6 +258,8 @@ SAMPLE = ["--train_duration=1.5", "--batch_size=16"]
 SSL_SAMPLE = ["--train_duration=1.0", "--batch_size=16"]
 LOADERS = ["--train_dataloader_opts={batch_size: 16, shuffle: True, num_workers: 0}",
            "--eval_dataloader_opts={batch_size: 32, num_workers: 0}"]
+#: frozen_cil YAML of each head (hparams/us8k/<head>_eval.yaml) -> its bench overrides.
+FROZEN_HEADS = {"ncm": [], "ranpac": ["--ranpac_M=2000"]}
 SSL_LOADERS = ["--train_dataloader_opts={batch_size: 16, shuffle: True, drop_last: True, num_workers: 0}",
                "--eval_dataloader_opts={batch_size: 32, num_workers: 0}"]
 
@@ -295,6 +297,13 @@ def method_specs(settings):
     for encoder in [*settings["ssl"], "random", "sup_finetune"]:
         source = "sup/finetune" if encoder == "sup_finetune" else f"{encoder}/encoder"
         specs[f"linear/{encoder}"] = ("linclf_train", [*linear, f"@encoder={source}"], "linear")
+    # Class-incremental baselines on one frozen encoder (issue 27 section 3): the task-0 checkpoint of the
+    # random and SimCLR encoder runs, no replay, each clip embedded once. RanPAC's M is 2000 (the YAML's
+    # 10000 is a 10000 x 10000 float64 Gram matrix solved 18 times per task: minutes on 2 cores).
+    for encoder in ["random", *[name for name in settings["ssl"] if name == "simclr"]]:
+        for head in FROZEN_HEADS:
+            specs[f"{head}/{encoder}"] = ("frozen_cil", [f"hparams/us8k/{head}_eval.yaml", *SMALL_CNN, *LOADERS,
+                                                         *FROZEN_HEADS[head], f"@encoder={encoder}/encoder"], "frozen")
     # Cures of small replay's recency bias (issue 27): each beside sup/replay<keep>, same memory.
     keep = f"--replay_num_keep={settings['keep']}"
     specs[f"sup/bic{settings['keep']}"] = ("sup_train", [*sup, "--strategy=bic", keep], "sup")
@@ -441,6 +450,16 @@ def check_orderings(rows):
         if sup_forgetting is not None and forg is not None:
             add(f"{name} (linear seen) forgets less than supervised fine-tuning", forg < sup_forgetting,
                 f"forgetting {_pct(forg)} vs supervised fine-tuned {_pct(sup_forgetting)}", kind="report")
+    for head in FROZEN_HEADS:  # frozen-encoder baselines: a trained encoder vs a random one (reported)
+        trained, rand = get(f"{head}/simclr", "A_last"), get(f"{head}/random", "A_last")
+        if trained is not None and rand is not None:
+            add(f"{head} on the SimCLR encoder beats {head} on a random encoder", trained > rand,
+                f"A_last {_pct(trained)} vs {_pct(rand)}", kind="report")
+    for encoder in ("random", "simclr"):  # RanPAC beat NCM on every benchmark of McDonnell et al. (reported)
+        ranpac, ncm = get(f"ranpac/{encoder}", "A_last"), get(f"ncm/{encoder}", "A_last")
+        if ranpac is not None and ncm is not None:
+            add(f"ranpac beats ncm on the {encoder} encoder", ranpac > ncm, f"A_last {_pct(ranpac)} vs {_pct(ncm)}",
+                kind="report")
     unc, rnd = get("replay/uncertainty", "A_last"), get("replay/random", "A_last")
     if unc is not None and rnd is not None:
         add("uncertainty memory beats random memory", unc > rnd,
@@ -463,6 +482,9 @@ def format_table(rows):
     if any(row.get("family") == "encoder" for row in rows.values()):
         lines.append("(<x>/encoder: the SSL recipe's own cosine-kNN matrix; linear/<x>: linear evaluation `seen` "
                      "of that encoder)")
+    if any(row.get("family") == "frozen" for row in rows.values()):
+        lines.append("(ncm/<x>, ranpac/<x>: recipes/frozen_cil.py on the task-0 checkpoint of <x>/encoder, frozen, "
+                     "no replay)")
     return "\n".join(lines)
 
 

@@ -3,9 +3,11 @@
 
     python recipes/frozen_cil.py hparams/synth/ncm_eval.yaml --ssl_checkpoints_dir=<ENCODER_OUTPUT_FOLDER>/save
     python recipes/frozen_cil.py hparams/synth/ranpac_eval.yaml --ssl_checkpoints_dir=<ENCODER_OUTPUT_FOLDER>/save
+    python recipes/frozen_cil.py hparams/tau22/frozen_passt.yaml --passt_pretrained_path=<PASST_CHECKPOINT>   # no run
 
 ``frozen_head`` picks the classifier (soundcl.methods.evaluation.frozen_cil.FROZEN_HEADS):
-ncm_eval.yaml has ``frozen_head: ncm``, ranpac_eval.yaml ``frozen_head: ranpac``.
+ncm_eval.yaml has ``frozen_head: ncm``, ranpac_eval.yaml ``frozen_head: ranpac``; frozen_passt.yaml
+(either head) freezes an AudioSet PaSST loaded from a local checkpoint.
 <ENCODER_OUTPUT_FOLDER> is the output folder of any encoder run (supervised or SSL);
 its ``task<encoder_task>`` encoder (default 0) is frozen and serves every task
 (``--encoder_task=pretrained --ssl_checkpoints_dir=null``: the YAML's encoder as built,

@@ -128,13 +128,31 @@ def test_every_method_is_accepted_by_its_recipe_start_up_check(mode, tmp_path):
     os.makedirs(corpus)
     specs = sanity.method_specs(sanity.SETTINGS[mode])
     assert {"sup/joint", "sup/finetune", "replay/joint", "replay/finetune", "linear/random"} <= set(specs)
+    assert {"ncm/random", "ranpac/random", "ncm/simclr", "ranpac/simclr"} <= set(specs)  # frozen_cil (issue 27)
     for name, spec in specs.items():
         os.makedirs(os.path.join(sanity.run_dir(out, name), "run", "1986", "save"), exist_ok=True)
     for name, spec in specs.items():
         argv = sanity.recipe_argv(name, spec, out, corpus)
-        needs = runpy.run_path(os.path.join(REPO_ROOT, "recipes", f"{spec[0]}.py"), run_name="bench_check")["NEEDS"]
+        script = runpy.run_path(os.path.join(REPO_ROOT, "recipes", f"{spec[0]}.py"), run_name="bench_check")
+        needs = script["NEEDS"]
         overrides = sb.parse_arguments(argv)[2]
         try:
+            if spec[0] == "frozen_cil":  # the YAML's frozen_head adds its Brain's keys (e.g. RanPAC's ranpac_M)
+                needs = script["needs"](check_config(argv[0], overrides, needs))
             check_config(argv[0], overrides, needs)
         except SystemExit as err:
             pytest.fail(f"{mode} {name}: refused: {err}")
+
+
+def test_frozen_encoder_rows_are_reported_against_the_random_encoder_and_each_other():
+    rows = {"ncm/random": _row("frozen", 0.40), "ranpac/random": _row("frozen", 0.50),
+            "ncm/simclr": _row("frozen", 0.45), "ranpac/simclr": _row("frozen", 0.44)}
+    checks = {c["name"]: (c["held"], c["kind"]) for c in sanity.check_orderings(rows)}
+    assert checks == {
+        "ncm on the SimCLR encoder beats ncm on a random encoder": (True, "report"),
+        "ranpac on the SimCLR encoder beats ranpac on a random encoder": (False, "report"),
+        "ranpac beats ncm on the random encoder": (True, "report"),
+        "ranpac beats ncm on the simclr encoder": (False, "report"),
+    }
+    assert "frozen_cil.py on the task-0 checkpoint" in sanity.format_table(
+        {name: dict(row, method=name, wall_time_s=1.0) for name, row in rows.items()})
