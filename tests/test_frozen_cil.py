@@ -189,3 +189,27 @@ def test_bad_keys_and_values_fail_in_one_line(encoder, synth_data_folder, tmp_pa
     argv = _argv(RANPAC, encoder, synth_data_folder, "bad")
     with pytest.raises(SystemExit, match=r"lacks the key 'ridge_lambda' that RanPACBrain needs"):
         run_recipe("frozen_cil", [str(lacking), *argv[1:]])
+
+
+def test_frozen_passt_from_a_local_checkpoint_needs_no_encoder_run(tmp_path):
+    """frozen_passt.yaml: encoder_task pretrained, ssl_checkpoints_dir null, the PaSST weights from a local
+    file (a tiny PaSST's, saved here); the embedding cache is keyed by that file."""
+    pytest.importorskip("hear21passt")
+    from soundcl.models.passt import PaSST
+    from soundcl.testing import miniatures
+
+    tiny = dict(depth=1, embed_dim=32, num_heads=2, n_mels=32)
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "tiny_passt.pt"
+    torch.save(PaSST(**tiny).net.state_dict(), checkpoint)
+    data = miniatures.make_tau22(str(tmp_path / "tau22"), miniatures.default_shared_data_dir())
+    argv = [f"{REPO_ROOT}/hparams/tau22/frozen_passt.yaml", f"--data_folder={data}", f"--output_base={tmp_path}",
+            f"--audio_cache={tmp_path}/audio_cache", f"--passt_pretrained_path={checkpoint}", "--passt_depth=1",
+            "--passt_embed_dim=32", "--passt_heads=2", "--n_mels=32", "--task_classes=[[0,1],[2,3]]",
+            "--frozen_head=ranpac", "--ranpac_M=64", "--batch_size=4", "--noprogressbar",
+            "--train_dataloader_opts={batch_size: 4, num_workers: 0}",
+            "--eval_dataloader_opts={batch_size: 4, num_workers: 0}"]
+    results = run_recipe("frozen_cil", argv)
+    assert not results["partial"] and len(results["accuracy_matrix"]) == 2
+    cache = torch.load(tmp_path / "passt_ranpac" / "1986" / "save" / "embeddings.pt", weights_only=True)
+    assert any(str(checkpoint) in stamp for stamp in cache["key"]["checkpoint"])
