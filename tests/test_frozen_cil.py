@@ -165,6 +165,11 @@ def test_recipe_encodes_each_clip_once_and_resumes_to_the_same_matrix(hparams, e
     assert encoded == []
     np.testing.assert_array_equal(_matrix(resumed), matrix)
     assert resumed["per_task"][1].get("ridge_lambda") == results["per_task"][1].get("ridge_lambda")
+    # soundcl.inference does not serve it (the head is not checkpointed): one clear error.
+    from soundcl.inference import ContinualClassifier, RunNotReady
+
+    with pytest.raises(RunNotReady, match="tests with its own class statistics"):
+        ContinualClassifier.from_hparams(source=str(out))
 
 
 def test_fixed_ridge_lambda_and_encoder_task_options(encoder, synth_data_folder):

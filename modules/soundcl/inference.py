@@ -190,6 +190,8 @@ def build_brain(run_folder, info, task, run_opts=None, hparams=None):
     unsupported = [name for name in ("before_testing", "evaluate_accuracy")
                    if getattr(brain_class, name) is not getattr(ContinualBrain, name)]
     unsupported += ["kNN bank" for klass in brain_class.__mro__ if klass.__name__ == "KnnEvalBrain"]
+    unsupported += ["class statistics (not checkpointed)" for klass in brain_class.__mro__
+                    if klass.__name__ == "FrozenHeadBrain"]  # NCM / RanPAC (soundcl.methods.evaluation.frozen_cil)
     if unsupported:
         raise RunNotReady(
             f"{brain_class.__name__} tests with its own {unsupported[0]} (e.g. kNN or nearest-mean scoring, which "
