@@ -112,7 +112,9 @@ class RunMetrics:
     def measure_reference(self, task0_finished):
         """``b_j`` of the model before task 0, measured once (before task 0) and kept in ``save/``."""
         path = os.path.join(self.loop.save_folder, REFERENCE_FILE)
-        if os.path.exists(path):
+        exists = os.path.exists(path)
+        sb.utils.distributed.ddp_barrier()  # every DDP process decides before the main one writes it
+        if exists:
             with open(path, encoding="utf-8") as f:
                 self.reference = json.load(f)
             return
@@ -123,6 +125,8 @@ class RunMetrics:
             self.reference = {"unavailable": reason}
             return
         accuracy, til = [], []
+        # The Brain's own task-0 state (BiC's bias layer ...); the loop calls begin_task(0) again after reseeding.
+        self.brain.begin_task(0, self._classes_up_to(0))
         with self._normaliser_ready() as normaliser:
             for j in range(self.loop.n_tasks):
                 acc, acc_til = self._score_over(self._classes_up_to(j), self.loop.task_rows["test"][j],
@@ -208,10 +212,10 @@ class RunMetrics:
         reason = reference.get("unavailable")
 
         def transfer(full, key):
-            if reason is not None:
-                b = np.full(done, np.nan)
-            else:
-                b = np.array([np.nan if v is None else v for v in reference[key]], dtype=float)[:done]
+            b = np.full(done, np.nan)  # a run extended by a task later (soundcl.extend) has no b_j for it
+            if reason is None:
+                values = [np.nan if v is None else v for v in reference[key]][:done]
+                b[:len(values)] = values
             out = metrics.transfer_summary(full, b)
             if reason is not None:
                 out["FWT_unavailable"] = reason
