@@ -205,3 +205,18 @@ def test_peak_meter_sees_a_task_allocation():
     del block
     assert measured["peak_rss_bytes"] > 64 * 2 ** 20 and measured["peak_gpu_bytes"] is None
     assert measured["peak_rss_scope"] in ("task", "process") and measured["wall_s"] >= 0
+
+
+def test_peak_meter_resets_and_reads_the_gpu_peak_on_cuda(monkeypatch):
+    """The CUDA branch without a GPU: torch.cuda's peak counters stand-ins."""
+    import torch
+
+    from soundcl.results import resources
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: calls.append(("reset", device)))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 12345)
+    measured = resources.PeakMeter("cuda:0").start().stop()
+    assert calls == [("reset", "cuda:0")] and measured["peak_gpu_bytes"] == 12345
+    assert resources.PeakMeter("cpu").start().stop()["peak_gpu_bytes"] is None
