@@ -105,7 +105,8 @@ def test_partial_and_started_runs_are_listed_and_left_out(tmp_path):
     assert [r.seed for r in experiments[0].finished] == [1, 2]
     assert experiments[0].summary()["A_last"][0] == pytest.approx(0.7)
     text = (out / "report.md").read_text()
-    table = [line for line in text.splitlines() if line.startswith("| exp |")]
+    first_table = text.split("## Task-incremental")[0]  # the second table has a row per experiment too
+    table = [line for line in first_table.splitlines() if line.startswith("| exp |")]
     assert table == [table[0]] and "| exp | 2 | 1, 2 | 70.0 ± 14.1 |" in table[0]
     unfinished = text.split("## Unfinished")[1]
     assert f"| {os.path.join(str(tmp_path), 'exp', '3')} | exp | 3 | partial | 1 |" in unfinished
@@ -198,3 +199,47 @@ def test_tensorboard_event_file_has_the_per_task_accuracies(tmp_path, synth_data
     # every finished run also draws its learning curves and its file log is still written
     assert open(os.path.join(folder, "curves.png"), "rb").read()[:8] == PNG
     assert len(curves.parse_train_log(os.path.join(folder, "train_log.txt"))) == 4
+
+
+def test_task_il_transfer_intransigence_and_resources_in_the_report(tmp_path):
+    """The second table on hand-made runs: a continual one and a joint_incremental one of the same data."""
+    mib = 2 ** 20
+    folder = write_run(tmp_path, "finetune", 1, [[0.9, NAN], [0.5, 0.7]], strategy="finetune_or_replay",
+                       task_classes=[[0, 1], [2, 3]])
+    results = json.load(open(os.path.join(folder, "results.json"), encoding="utf-8"))
+    results.update({
+        "accuracy_before_training": [None, 0.3],  # R[0, 1]
+        "task_il": {"accuracy_matrix": [[0.95, None], [0.8, 0.9]], "accuracy_before_training": [None, 0.6]},
+        "initial_model_reference": {"accuracy": [0.5, 0.1], "task_il_accuracy": [0.5, 0.5]},
+        "resources": {"peak_rss_bytes": [2 * mib, 3 * mib], "peak_gpu_bytes": [None, None],
+                      "memory_bytes": [0, mib // 2], "update_time_s": [1.0, 2.5]},
+    })
+    with open(os.path.join(folder, "results.json"), "w", encoding="utf-8") as fout:
+        json.dump(results, fout)
+    write_run(tmp_path, "joint_inc", 1, [[0.95, NAN], [0.9, 0.85]], strategy="joint_incremental",
+              task_classes=[[0, 1], [2, 3]])
+    write_run(tmp_path, "other_data", 1, [[0.95, NAN], [0.9, 0.85]], strategy="joint_incremental",
+              task_classes=[[4, 5], [6, 7]])
+    out = tmp_path / "report"
+    experiments, _ = report.write_report([str(tmp_path)], str(out))
+    by_name = {e.label: e for e in experiments}
+    finetune = by_name["finetune"]
+    assert finetune.joint is by_name["joint_inc"]  # the same task_classes, not other_data
+    summary = finetune.summary()
+    assert summary["A_last_til"][0] == pytest.approx(0.85)  # (0.8 + 0.9) / 2
+    assert summary["A_avg_til"][0] == pytest.approx((0.95 + 0.85) / 2)
+    assert summary["FWT"][0] == pytest.approx(0.2)  # R[0, 1] - b_1 = 0.3 - 0.1
+    assert summary["FWT_til"][0] == pytest.approx(0.1)  # 0.6 - 0.5
+    assert summary["plasticity"][0] == pytest.approx(0.8)  # (0.9 + 0.7) / 2
+    assert summary["intransigence"][0] == pytest.approx(0.1)  # ((0.95 - 0.9) + (0.85 - 0.7)) / 2
+    assert summary["peak_rss_mib"][0] == pytest.approx(3.0) and summary["memory_mib"][0] == pytest.approx(0.5)
+    assert summary["update_time_s"][0] == pytest.approx(3.5) and math.isnan(summary["peak_gpu_mib"][0])
+    assert math.isnan(by_name["joint_inc"].summary()["intransigence"][0])  # its own reference: none
+    text = (out / "report.md").read_text()
+    assert "| task-IL A_last (%) |" in text and "intransigence of finetune: against joint_inc" in text
+    rows = {r["experiment"]: r for r in csv.DictReader((out / "report.csv").open())}
+    assert float(rows["finetune"]["intransigence_mean"]) == pytest.approx(0.1)
+    assert rows["finetune"]["intransigence_reference"] == "joint_inc"
+    assert float(rows["finetune"]["FWT_mean"]) == pytest.approx(0.2)
+    # a run written before these entries: n/a, never a number
+    assert rows["other_data"]["FWT_til_mean"] == "null" and rows["other_data"]["A_last_til_mean"] == "null"

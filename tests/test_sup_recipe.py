@@ -50,6 +50,43 @@ def test_outputs_and_checkpoints(finetune_and_replay):
     assert finetune["per_task"][0]["classes"] == [0, 1]
 
 
+def test_results_carry_task_il_transfer_plasticity_and_resources(finetune_and_replay):
+    base, finetune, replay = finetune_and_replay
+    for name, results in (("finetune", finetune), ("replay", replay)):
+        matrix, til = _matrix(results), _matrix(results["task_il"])
+        seen = ~np.isnan(matrix)
+        np.testing.assert_array_equal(~np.isnan(til), seen)
+        # the argmax over all seen classes, when right, is also the argmax over the task's classes
+        assert (til[seen] >= matrix[seen]).all(), (til, matrix)
+        assert results["task_il"]["A_last"] == pytest.approx(np.nanmean(til[2]))
+        assert results["plasticity"] == pytest.approx(np.diag(matrix).tolist())
+        reference = results["initial_model_reference"]
+        on_disk = json.loads((base / name / "1986" / "save" / "initial_model_reference.json").read_text())
+        assert reference == on_disk and len(reference["accuracy"]) == 3
+        before = results["accuracy_before_training"]
+        assert before[0] is None and None not in before[1:]
+        assert results["FWT"] == pytest.approx(np.mean([before[j] - reference["accuracy"][j] for j in (1, 2)]))
+        til_before = results["task_il"]["accuracy_before_training"]
+        assert results["task_il"]["FWT"] == pytest.approx(
+            np.mean([til_before[j] - reference["task_il_accuracy"][j] for j in (1, 2)]))
+        resources = results["resources"]
+        assert all(b > 2 ** 20 for b in resources["peak_rss_bytes"]) and resources["peak_gpu_bytes_max"] is None
+        assert all(t > 0 for t in resources["update_time_s"])
+    assert finetune["resources"]["memory_bytes"] == [0, 0, 0]
+    # replay keeps every clip: float32 samples of the full clips of the finished tasks
+    memory = replay["resources"]["memory_bytes"]
+    assert 0 < memory[0] < memory[1] < memory[2]
+    # the report's second table has them
+    from soundcl.results import report
+
+    experiments, _ = report.write_report([str(base / "finetune"), str(base / "replay")], str(base / "report"))
+    summary = {e.label: e.summary() for e in experiments}["finetune"]
+    assert summary["FWT"][0] == pytest.approx(finetune["FWT"])
+    assert summary["A_last_til"][0] == pytest.approx(finetune["task_il"]["A_last"])
+    assert summary["peak_rss_mib"][0] == pytest.approx(finetune["resources"]["peak_rss_bytes_max"] / 2 ** 20)
+    assert "| finetune | 1 | " in (base / "report" / "report.md").read_text().split("## Task-incremental")[1]
+
+
 def test_each_task_is_learnt(finetune_and_replay):
     _, finetune, replay = finetune_and_replay
     diagonal = np.diag(_matrix(finetune))
@@ -77,6 +114,9 @@ def test_resume_after_a_finished_task_gives_the_same_matrix(finetune_and_replay,
     assert partial["partial"] and partial["finished_tasks"] == 1
     resumed = _run(base, synth_data_folder, "--replay_num_keep=0", "--experiment_name=resumed")
     np.testing.assert_array_equal(_matrix(resumed), _matrix(finetune))
+    # the model before task 0 is measured once: the resumed run reads it back
+    assert resumed["initial_model_reference"] == finetune["initial_model_reference"]
+    assert resumed["FWT"] == finetune["FWT"] and resumed["task_il"] == finetune["task_il"]
 
 
 def _checkpoint_files(folder):

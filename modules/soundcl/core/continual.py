@@ -49,6 +49,10 @@ class ContinualBrain(sb.Brain):
     #: builds training sets with this many views (``sig``, ``sig_view1`` ...).
     n_train_views = 1
 
+    #: Why this Brain's test cannot score a task before it is trained (forward transfer, the
+    #: model before task 0); None: it can (its test scores every class of the head).
+    future_eval_unsupported = None
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.task_id = 0
@@ -56,6 +60,10 @@ class ContinualBrain(sb.Brain):
         self.task_classes = None  # classes of every task, set by the task loop
         self.last_stage_stats = {}
         self.batch_ids = []  # clips of the current training batch, named if its loss is not finite
+        # Classes of the task whose test set is scored (set by the loop): record_predictions then
+        # also keeps the task-incremental predictions (argmax over these classes only).
+        self.eval_task_classes = None
+        self.til_predictions = []
 
     # ------------------------------------------------------------------ tasks
     def begin_task(self, task_id, seen_classes):
@@ -157,6 +165,7 @@ class ContinualBrain(sb.Brain):
             self.hparams.audio.set_crop_seed(epoch_seed)
         self.targets = []
         self.predictions = []
+        self.til_predictions = []
 
     def fit_batch(self, batch):
         self.batch_ids = list(batch.id)
@@ -187,6 +196,16 @@ class ContinualBrain(sb.Brain):
         """
         self.targets.extend(targets.tolist())
         self.predictions.extend(logits.argmax(dim=-1).tolist())
+        if self.eval_task_classes is not None:
+            self.til_predictions.extend(metrics.task_il_predictions(logits, self.eval_task_classes).tolist())
+
+    def task_il_accuracy(self):
+        """Task-incremental accuracy of this stage's predictions (argmax over ``eval_task_classes``),
+        or None when the test path recorded none (a Brain scoring without :meth:`record_predictions`)."""
+        if not self.targets or len(self.til_predictions) != len(self.targets):
+            return None
+        correct = sum(int(p == t) for p, t in zip(self.til_predictions, self.targets))
+        return correct / len(self.targets)
 
     def stage_accuracy(self):
         """Accuracy of the predictions recorded in this stage (0 when none)."""

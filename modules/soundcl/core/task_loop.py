@@ -38,6 +38,7 @@ from soundcl.base.contract import REQUIRED
 from soundcl.base.atomic import write_json_atomic
 from soundcl.base.randomness import RandomState, derive_seed, seed_everything
 from soundcl.core.run_files import write_inference_yaml
+from soundcl.core.run_metrics import RunMetrics, plot_task_confusion, summary_line
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class TaskLoop:
         "keep_last_checkpoint": False,
         # True: save/task<k>/confusion_matrix.png next to test_stats.json (the tested tasks' classes).
         "confusion_png": True,
+        # True: also test task k+1 after task k, before training it, and the model before task 0 (forward transfer).
+        "eval_future_tasks": True,
     }
 
     def __init__(self, brain, task_rows, task_data, memory, hparams):
@@ -110,6 +113,7 @@ class TaskLoop:
             self.task_rows = task_rows
         self.n_tasks = len(task_rows["train"])
         brain.task_classes = [list(classes) for classes in self.task_classes]
+        self.run_metrics = RunMetrics(self, hparams["eval_future_tasks"])  # task-IL, FWT, resources
         # Pristine copies: every task starts from the state the YAML describes.
         self.pristine = {name: copy.deepcopy(hparams[name]) for name in hparams["per_task_state"]}
         self.rows_by_id = {
@@ -186,6 +190,8 @@ class TaskLoop:
         loaded_task = None  # index of the task whose final weights the models hold
         if if_main_process():
             write_inference_yaml(self)  # the run's inference interface (soundcl.inference)
+        first = self.load_task_state(0)  # the model before task 0 is the reference of forward transfer
+        self.run_metrics.measure_reference(task0_finished=bool(first and first.get("finished")))
 
         for k in range(n):
             seen = sorted(c for j in range(k + 1) for c in self.task_classes[j])
@@ -196,6 +202,7 @@ class TaskLoop:
                 matrix[k, :len(row)] = row  # a run extended by a task later (soundcl.extend) has more columns
                 memory_ids, policy_state = state["memory"], state["policy_state"]
                 per_task.append(state["stats"])
+                self.run_metrics.load_task_state(k, state)
                 continue
 
             if k > 0 and loaded_task != k - 1:
@@ -203,10 +210,12 @@ class TaskLoop:
             if policy_state is not None:
                 self.memory.load_state_dict(policy_state)
 
+            self.run_metrics.start_task()
             stats = self._run_task(k, seen, memory_ids, matrix)
             loaded_task = k
             memory_ids = self._update_memory(k, seen, memory_ids, stats)
             policy_state = self.memory.state_dict()
+            self.run_metrics.end_task(stats, memory_ids)
 
             per_task.append(stats)
             if if_main_process():
@@ -216,6 +225,7 @@ class TaskLoop:
                     "memory": memory_ids,
                     "policy_state": policy_state,
                     "stats": stats,
+                    **self.run_metrics.task_state(k),
                 }, indent=1)
                 self._write_results(matrix, per_task, partial=k < n - 1)
             sb.utils.distributed.ddp_barrier()
@@ -294,11 +304,11 @@ class TaskLoop:
         start = time.time()
         brain.before_testing([row for j in range(k + 1) for row in self.task_rows["train"][j]], self.eval_loader_kwargs)
         confusions = []
-        for j in task_data.test_tasks:
-            acc, confusion = brain.evaluate_accuracy(brain.make_task_dataset(task_data.test[j], train=False),
-                                                     self.eval_loader_kwargs)
-            matrix[k, j] = acc
+        for j in task_data.test_tasks:  # also task-IL (R_til), and task k+1 before training it
+            matrix[k, j], self.run_metrics.til[k, j], confusion = self.run_metrics.score(task_data.test[j],
+                                                                                         self.task_classes[j])
             confusions.append(confusion.tolist())
+        self.run_metrics.score_future_task(k, task_data)
         test_time = time.time() - start
         logger.info("task %d: test accuracy per task %s", k,
                     " ".join(f"{100 * matrix[k, j]:.1f}" for j in task_data.test_tasks))
@@ -309,7 +319,7 @@ class TaskLoop:
                 "confusion": confusions,
             })
             if self.confusion_png and confusions:
-                self._plot_confusion(k, task_data, confusions)
+                plot_task_confusion(self.task_dir(k), k, task_data, confusions)
         return {
             "task": k,
             "classes": list(self.task_classes[k]),
@@ -324,20 +334,6 @@ class TaskLoop:
                            if isinstance(v, (int, float)) and key != FINAL_CKPT_NAME},
             **fit_report,
         }
-
-    def _plot_confusion(self, k, task_data, confusions):
-        """``task<k>/confusion_matrix.png``: the confusion summed over the tested tasks, on their classes
-        (and any other class predicted)."""
-        from soundcl.results.report_plots import plot_confusion_matrix
-
-        total = np.sum(np.asarray(confusions), axis=0)
-        names = {int(r["class_idx"]): str(r.get("label", r["class_idx"]))
-                 for j in task_data.test_tasks for r in task_data.test[j]}
-        classes = sorted(set(names) | set(np.flatnonzero(total.sum(axis=0)).tolist()))
-        labels = [f"{c}: {names[c]}" if c in names else str(c) for c in classes]
-        plot_confusion_matrix(os.path.join(self.task_dir(k), "confusion_matrix.png"),
-                              total[np.ix_(classes, classes)], labels,
-                              f"after task {k}: test sets of tasks {task_data.test_tasks}")
 
     def _write_results(self, matrix, per_task, partial, announce=False):
         if not if_main_process():
@@ -365,13 +361,14 @@ class TaskLoop:
             extra["model_selection"] = "best validation epoch of each task (accuracy_matrix and its statistics)"
             extra["best_test_epoch"] = metrics.best_test_epoch_summary([t["best_test_epoch"] for t in per_task])
         done = len(per_task)  # statistics of the tasks finished so far
+        extra.update(self.run_metrics.results(matrix, done, per_task))
         results = metrics.write_results(self.output_folder, matrix[:done, :done], extra=extra, plot=not partial)
         if announce:
             table = metrics.format_matrix_table(matrix[:done, :done], metrics.cl_summary(matrix[:done, :done]))
             table += "\nmemory update time per task (s): " + " ".join(
                 f"{t.get('memory_update_s', 0.0):.2f}" for t in per_task
             )
-            logger.info("results in %s\n%s", self.output_folder, table)
+            logger.info("results in %s\n%s\n%s", self.output_folder, table, summary_line(results))
         return results
 
 

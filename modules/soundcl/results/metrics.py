@@ -138,6 +138,128 @@ def cl_summary(matrix):
     }
 
 
+def plasticity(matrix):
+    """Plasticity ``P_k = R[k, k]``: the accuracy on task ``k`` right after training it.
+
+    Arguments
+    ---------
+    matrix : array-like, shape [n_tasks, n_tasks]
+
+    Returns
+    -------
+    numpy.ndarray, shape [n_tasks] (NaN where the diagonal was not evaluated).
+    """
+    return np.diag(np.asarray(matrix, dtype=float)).copy()
+
+
+def forward_transfer_per_task(matrix, reference):
+    """``R[j-1, j] - b_j`` for each task ``j`` (NaN for ``j = 0``), Lopez-Paz & Ranzato 2017 (GEM).
+
+    Arguments
+    ---------
+    matrix : array-like, shape [n_tasks, n_tasks]
+        Needs the cells just above the diagonal, ``R[j-1, j]``: the accuracy on task ``j``
+        before training it (after task ``j-1``).
+    reference : array-like, shape [n_tasks]
+        ``b_j``: the accuracy on task ``j`` of the model before task 0 (random initialisation).
+
+    Returns
+    -------
+    numpy.ndarray, shape [n_tasks]; a cell is NaN where ``R[j-1, j]`` or ``b_j`` is.
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    reference = np.asarray(reference, dtype=float)
+    out = np.full(matrix.shape[0], np.nan)
+    for j in range(1, matrix.shape[0]):
+        out[j] = matrix[j - 1, j] - reference[j]
+    return out
+
+
+def forward_transfer(matrix, reference):
+    """FWT = mean over j = 1..T-1 of ``R[j-1, j] - b_j`` (Lopez-Paz & Ranzato 2017, GEM).
+
+    How much learning tasks ``0..j-1`` helps task ``j`` before it is trained, against the
+    untrained model ``b``. NaN for a single task, and NaN (never a mean over fewer tasks)
+    when one of the needed cells is missing.
+    """
+    per_task = forward_transfer_per_task(matrix, reference)[1:]
+    return float(np.mean(per_task)) if per_task.size else float("nan")
+
+
+def intransigence_per_task(matrix, joint_reference):
+    """Intransigence ``I_k = a*_k - R[k, k]`` (Chaudhry et al. 2018, RWalk).
+
+    Arguments
+    ---------
+    matrix : array-like, shape [n_tasks, n_tasks]
+        The continual run's matrix (its diagonal ``R[k, k]`` is used).
+    joint_reference : array-like, shape [n_tasks]
+        ``a*_k``: the accuracy on task ``k`` of a model trained jointly on tasks ``0..k``
+        (a ``joint_incremental`` run's diagonal, :func:`plasticity` of its matrix).
+
+    Returns
+    -------
+    numpy.ndarray, shape [n_tasks]: positive = the continual model learns task ``k``
+    less well than joint training on the same classes.
+    """
+    joint = np.asarray(joint_reference, dtype=float)
+    own = plasticity(matrix)
+    if joint.shape != own.shape:
+        raise ValueError(f"joint reference has {joint.shape[0]} tasks, the matrix {own.shape[0]}")
+    return joint - own
+
+
+def intransigence(matrix, joint_reference):
+    """Mean of :func:`intransigence_per_task` over the tasks (NaN if one is undefined)."""
+    return float(np.mean(intransigence_per_task(matrix, joint_reference)))
+
+
+def task_il_predictions(scores, classes):
+    """Task-incremental predictions: the argmax of ``scores`` over ``classes`` only.
+
+    Arguments
+    ---------
+    scores : torch.Tensor, shape [batch, n_classes] (logits or class scores)
+    classes : list of int, the task's classes (the task id gives them)
+
+    Returns
+    -------
+    torch.Tensor, shape [batch] (long): class indices, each one of ``classes``.
+    """
+    index = torch.as_tensor(sorted(int(c) for c in classes), dtype=torch.long, device=scores.device)
+    return index[scores.index_select(-1, index).argmax(dim=-1)]
+
+
+def future_matrix(matrix, before):
+    """``matrix`` with the cells ``R[j-1, j]`` that it lacks taken from ``before[j]`` (NaN where absent).
+
+    ``before``: shape [n_tasks], the accuracy on task ``j`` after task ``j-1``, before training ``j``.
+    """
+    full = np.array(matrix, dtype=float)
+    for j in range(1, full.shape[0]):
+        if math.isnan(full[j - 1, j]) and j < len(before):
+            full[j - 1, j] = before[j]
+    return full
+
+
+def transfer_summary(matrix, reference):
+    """Plasticity and forward transfer of ``matrix`` (with its ``R[j-1, j]`` cells) against ``reference``.
+
+    Returns a dict: ``plasticity`` (``R[k, k]`` per task), ``plasticity_mean``,
+    ``accuracy_before_training`` (``R[j-1, j]``, null for task 0), ``FWT_per_task``, ``FWT``.
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    plastic = plasticity(matrix)
+    n = matrix.shape[0]
+    return {
+        "plasticity": [float(v) for v in plastic],
+        "plasticity_mean": float(np.mean(plastic)) if n else float("nan"),
+        "accuracy_before_training": [float("nan")] + [float(matrix[j - 1, j]) for j in range(1, n)],
+        "FWT_per_task": [float(v) for v in forward_transfer_per_task(matrix, reference)],
+        "FWT": forward_transfer(matrix, reference),
+    }
+
+
 def confusion_matrix(targets, predictions, n_classes):
     """Confusion counts ``C[true, predicted]``, shape [n_classes, n_classes] (numpy int64)."""
     targets = torch.as_tensor(list(targets), dtype=torch.long)

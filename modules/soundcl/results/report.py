@@ -16,7 +16,10 @@ Statistics are recomputed from each run's accuracy matrix
 (:func:`soundcl.results.metrics.cl_summary`): A_last, A_avg, BWT (Lopez-Paz: last row)
 and BWT_all (Díaz-Rodríguez: every row), forgetting; plus the training time
 (sum of the tasks' ``train_time_s``) and the memory-update time (sum of
-``memory_update_s``). Each is given as mean ± sample standard deviation
+``memory_update_s``); in a second table, the task-incremental A_last / A_avg, forward
+transfer (class- and task-IL), plasticity, intransigence (against a ``joint_incremental``
+experiment of the same data among the runs, named in the report) and the resources
+(:mod:`soundcl.results.report_transfer`). Each is given as mean ± sample standard deviation
 (``n - 1`` in the denominator; ``n/a`` for a single seed) with the number of
 seeds. Unfinished runs (``partial: true`` in results.json, or no results.json
 yet) are listed apart and never enter a mean.
@@ -41,6 +44,7 @@ import numpy as np
 from soundcl.results import metrics
 from soundcl.base.atomic import atomic_write_text
 from soundcl.results.report_plots import protocol_of, plot_acc_per_task, plot_matrices, plot_protocols
+from soundcl.results.report_transfer import TRANSFER_STATS, add_intransigence, joint_reference, transfer_stats
 
 RESULTS_FILE = "results.json"
 RUN_CONFIG_FILE = "run_config.json"
@@ -101,6 +105,7 @@ class Run:
             "matrix": matrix,
             "train_time_s": float(sum(t.get("train_time_s", 0.0) or 0.0 for t in per_task)) if per_task else math.nan,
             "memory_update_s": float(sum(memory)) if memory else math.nan,
+            **transfer_stats(self.results, matrix),
         }
 
 
@@ -149,6 +154,7 @@ class Experiment:
         self.label = self.name  # made unique by group_runs
         self.differing = {}  # key -> value (JSON text) telling this experiment apart from the others
         self.nearest = None  # (closest other experiment, {key: value of this one where they differ})
+        self.joint = None  # the joint_incremental experiment of the same data: the intransigence reference
 
     @property
     def finished(self):
@@ -171,8 +177,9 @@ class Experiment:
     def summary(self):
         """``{stat: (mean, std, n)}`` over the finished runs, plus A_k and matrix mean/std."""
         per_run = [run.stats() for run in self.finished]
+        add_intransigence(self, per_run, self.joint)
         out = {}
-        for key, _, _ in STATS:
+        for key, _, _ in STATS + TRANSFER_STATS:
             out[key] = mean_std([s[key] for s in per_run])
         if per_run:
             acc = np.array([s["acc_per_task"] for s in per_run], dtype=float)
@@ -223,6 +230,8 @@ def group_runs(runs):
         if others:
             keys, j = min(others, key=lambda o: (len(o[0]), o[1]))
             experiment.nearest = (experiments[j], {k: config.get(k, "absent") for k in keys})
+    for experiment in experiments:
+        experiment.joint = joint_reference(experiment, experiments)
     # Unique labels: experiments sharing an experiment_name get #1, #2 ...
     for name in {e.name for e in experiments}:
         same = [e for e in experiments if e.name == name]
@@ -262,6 +271,23 @@ def markdown(experiments, no_config, sources):
         cells = [_fmt(*summary[key], scale) for key, _, scale in STATS]
         seeds = ", ".join(str(r.seed) for r in finished)
         lines.append(f"| {experiment.label} | {len(finished)} | {seeds} | " + " | ".join(cells) + " |")
+    lines += ["", "## Task-incremental accuracy, transfer, resources", "",
+              "Task-IL: the argmax over the tested task's classes; FWT: mean of R[j-1, j] - b_j (b: the model "
+              "before task 0); plasticity: mean R[k, k]; intransigence: mean a*_k - R[k, k], a* the diagonal of "
+              "the joint_incremental experiment named below; resources: largest per-task peak, update time "
+              "(training + memory update) summed over tasks.", ""]
+    lines.append("| experiment | n | " + " | ".join(title for _, title, _ in TRANSFER_STATS) + " |")
+    lines.append("|---|---|" + "---|" * len(TRANSFER_STATS))
+    for experiment in experiments:
+        if experiment.finished:
+            summary = experiment.summary()
+            cells = [_fmt(*summary[key], scale) for key, _, scale in TRANSFER_STATS]
+            lines.append(f"| {experiment.label} | {len(experiment.finished)} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for experiment in experiments:
+        if experiment.finished and experiment.joint is not None:
+            lines.append(f"- intransigence of {experiment.label}: against {experiment.joint.label} "
+                         f"(joint_incremental, {len(experiment.joint.finished)} seed(s))")
     lines += ["", "## How the experiments differ", ""]
     if len(experiments) < 2:
         lines.append("One experiment.")
@@ -311,17 +337,18 @@ def write_csv(path, experiments):
     def write(f):
         writer = csv.writer(f)
         header = ["experiment", "n_seeds", "seeds"]
-        for key, _, _ in STATS:
+        for key, _, _ in STATS + TRANSFER_STATS:
             header += [f"{key}_mean", f"{key}_std"]
-        writer.writerow(header + ["differing_hparams", "unfinished_runs"])
+        writer.writerow(header + ["intransigence_reference", "differing_hparams", "unfinished_runs"])
         for experiment in experiments:
             finished = experiment.finished
             if not finished:
                 continue
             summary = experiment.summary()
             row = [experiment.label, len(finished), " ".join(str(r.seed) for r in finished)]
-            for key, _, _ in STATS:
+            for key, _, _ in STATS + TRANSFER_STATS:
                 row += [cell(summary[key][0]), cell(summary[key][1])]
+            row.append(experiment.joint.label if experiment.joint is not None else "")
             row.append(json.dumps({k: json.loads(v) if v != "absent" else None
                                    for k, v in experiment.differing.items()}, sort_keys=True))
             row.append(len(experiment.unfinished))

@@ -181,6 +181,9 @@ class LinearEvalBrain(ClassifierStages, ContinualBrain):
     :class:`LinearEvalSets` (``linclf_train_type``).
     """
 
+    future_eval_unsupported = ("linear / kNN evaluation: the protocol (linclf_train_type) names the tested tasks "
+                               "and the probe's classes; the encoder run has the forward transfer")
+
     HPARAMS = {
         "compute_features": REQUIRED,
         "mean_var_norm": REQUIRED,

@@ -46,6 +46,9 @@ class SceneBrain(SupervisedBrain):
 
     """
 
+    future_eval_unsupported = ("scene recipes (DSMN, SIT) keep one per-device accuracy entry per test set of "
+                               "tasks 0..k (device_accuracy.json); SIT's stages have their own label sets and heads")
+
     HPARAMS = {
         # Group index of every class index (null: no group head).
         "scene_groups": None,

@@ -88,6 +88,9 @@ class SSLBrain(ContinualFeatureBrain):
 
     """
 
+    future_eval_unsupported = ("kNN test: the bank holds the training clips of the tasks seen so far, "
+                               "so a future task's classes have no neighbour")
+
     HPARAMS = {
         "lr_scheduler": REQUIRED,  # soundcl.core.schedulers.WarmupCosineLR, stepped per batch
         "use_mixup": REQUIRED,
@@ -286,11 +289,12 @@ class SSLBrain(ContinualFeatureBrain):
             raise RuntimeError("evaluate_accuracy needs the kNN bank: call before_testing first")
         queries, targets = self.extract_embeddings(dataset, loader_kwargs)
         bank, bank_labels = self.knn_bank
-        predicted = knn_classify(
-            queries, bank, bank_labels, self.hparams.n_classes,
-            k=self.hparams.knn_k, temperature=self.hparams.knn_temperature,
-        )
-        self.targets, self.predictions = targets.tolist(), predicted.tolist()
+        from soundcl.methods.evaluation.knn import knn_scores
+
+        scores = knn_scores(queries, bank, bank_labels, self.hparams.n_classes,
+                            k=self.hparams.knn_k, temperature=self.hparams.knn_temperature)
+        self.targets, self.predictions, self.til_predictions = [], [], []
+        self.record_predictions(scores, targets)  # knn_classify's argmax, and the task-IL one
         confusion = metrics.confusion_matrix(self.targets, self.predictions, self.hparams.n_classes)
         return self.stage_accuracy(), confusion
 

@@ -116,6 +116,7 @@ def class_means(embeddings, labels, classes):
 class IcarlBrain(TeacherBrain):
     HPARAMS = {"memory_size": REQUIRED}
 
+    future_eval_unsupported = "NME test: a future task's classes have no exemplar mean yet"
     means = None  # [n seen classes, emb_dim] exemplar means of the task being tested
     chosen_exemplars = None  # ((task, previous memory), exemplar ids) of the last before_testing
     mean_classes = ()
@@ -168,12 +169,20 @@ class IcarlBrain(TeacherBrain):
         self.means = means.to(self.device)
         self.linear_accuracy = []
 
+    def task_il_nme(self, embeddings):
+        """Task-incremental NME predictions: the nearest exemplar mean among the tested task's classes."""
+        keep = [i for i, c in enumerate(self.mean_classes) if c in set(self.eval_task_classes)]
+        if not keep or not embeddings:
+            return []
+        classes = [self.mean_classes[i] for i in keep]
+        return nearest_mean(torch.cat(embeddings).to(self.means.device), self.means[keep], classes).tolist()
+
     def evaluate_accuracy(self, dataset, loader_kwargs):
         """NME accuracy and confusion (the matrix); the linear head's accuracy goes to test_stats_linear.json."""
         loader_kwargs = dict(loader_kwargs)
         loader_kwargs["shuffle"] = False
         loader = sb.dataio.dataloader.make_dataloader(dataset, **loader_kwargs)
-        targets, nme, linear = [], [], []
+        targets, nme, linear, embeddings = [], [], [], []
         with _EvalMode(self):
             for batch in loader:
                 batch = batch.to(self.device)
@@ -183,10 +192,12 @@ class IcarlBrain(TeacherBrain):
                 targets.extend(torch.as_tensor(batch.class_idx).tolist())
                 linear.extend(logits.argmax(dim=-1).tolist())
                 nme.extend(nearest_mean(emb, self.means, self.mean_classes).tolist())
+                embeddings.append(emb.float().cpu())
         self.targets, self.predictions = targets, linear
         self.linear_accuracy.append(self.stage_accuracy())
         if if_main_process():
             write_json_atomic(os.path.join(self.task_dir(self.task_id), LINEAR_STATS_FILE),
                               {"accuracy": self.linear_accuracy, "tasks": list(range(len(self.linear_accuracy)))})
         self.targets, self.predictions = targets, nme
+        self.til_predictions = self.task_il_nme(embeddings) if self.eval_task_classes is not None else []
         return self.stage_accuracy(), metrics.confusion_matrix(targets, nme, self.hparams.n_classes)

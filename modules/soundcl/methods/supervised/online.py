@@ -44,13 +44,12 @@ from soundcl.core.task_loop import TASK_STATE_FILE, MemoryContext
 from soundcl.memory.policies import FixedSizeMemory, MemoryPolicy
 from soundcl.memory.scores import plain_predictions
 from soundcl.results import anytime
+from soundcl.results.resources import BYTES_PER_VALUE, audio_nbytes
 
 #: Memory policies that can be updated batch by batch (``mem_manage`` in online mode).
 ONLINE_MEM_MANAGE = ("reservoir", "random", "balanced_random", "uncertainty")
 #: Keys the uncertainty policy reads (as recipes/replay_train.py's YAMLs name them).
 UNCERTAINTY_KEYS = ("uncert_metric", "metric_k", "noise_lambda", "uncertainty_from_task")
-#: Bytes per stored audio sample and per stored logit (float32).
-BYTES_PER_VALUE = 4
 
 
 def _epochs(hparams):
@@ -161,8 +160,8 @@ class OnlineMemory(MemoryPolicy):
 
     def nbytes(self, rows_by_id, sample_rate):
         """Bytes of the memory as stored: float32 audio of each full clip at ``sample_rate`` plus float32 logits."""
-        samples = sum(int(round(float(rows_by_id[i]["duration"]) * sample_rate)) for i in self.ids)
-        return BYTES_PER_VALUE * (samples + sum(int(t.numel()) for t in self.logits.values()))
+        return audio_nbytes(self.ids, rows_by_id, sample_rate) + BYTES_PER_VALUE * sum(
+            int(t.numel()) for t in self.logits.values())
 
     def state_dict(self):
         return {"policy": self.policy.state_dict(), "ids": list(self.ids), "n_streamed": self.n_streamed,
