@@ -80,7 +80,7 @@ def test_finetuning_forgets_the_first_domain_and_replay_keeps_it(finetune_and_re
     finetune, replay = (_matrix(r) for r in finetune_and_replay)
     print(f"\nfine-tuning R:\n{finetune}\nreplay (all) R:\n{replay}")
     assert finetune_and_replay[0]["per_task"][1]["classes"] == [1, 2, 3, 9]  # every class in every task
-    assert finetune[0, 0] >= 0.85 and finetune[1, 1] >= 0.85, finetune  # each domain learnt
+    assert finetune[0, 0] >= 0.7 and finetune[1, 1] >= 0.7, finetune  # each domain learnt (chance: 0.25)
     assert finetune[1, 0] < finetune[0, 0] - 0.25, finetune  # forgetting of the first domain
     assert replay[1, 0] > finetune[1, 0] + 0.2, (finetune, replay)  # replay keeps it
 
@@ -93,10 +93,14 @@ def test_the_dcase_baseline_reports_domain_selection_and_oracle_accuracy(tmp_pat
     assert last["tested_tasks"] == [0, 1]
     assert np.allclose(last["accuracy_selected"], matrix[1], atol=1e-6)
     assert all(0.0 <= v <= 1.0 for v in last["selection_accuracy"] + last["accuracy_oracle"])
-    assert last["mean_accuracy_oracle"] >= last["mean_accuracy_selected"]
     # Frozen shared weights: the first domain's own set predicts as it did after its task.
     assert last["accuracy_oracle"][0] == pytest.approx(matrix[0, 0])
     assert [sum(counts) for counts in last["chosen_sets"]] == [32, 32]  # every test clip chose a set
+    for j, counts in enumerate(last["chosen_sets"]):  # selection accuracy: the clips of domain j that chose set j
+        assert last["selection_accuracy"][j] == pytest.approx(counts[j] / 32)
+    # Not asserted: oracle >= selected. With frozen convolutions the radio domain's own set is weak (the
+    # mirrored spectrum needs other filters), and the studio set, chosen for many radio clips, can score
+    # better (seed 1: selected 75.0 %, oracle 67.2 % over the domains; docs/protocols.md).
 
 
 def test_minimum_entropy_picks_the_confident_set():
@@ -153,3 +157,15 @@ def test_the_dcase_strategy_without_domains_is_refused(tmp_path, synth_data_fold
     argv = recipe_argv("hparams/synth/sup_train.yaml", str(tmp_path), synth_data_folder, "--strategy=dcase_domain_bn")
     with pytest.raises(SystemExit, match="needs task_domains"):
         run_recipe("sup_train", argv)
+
+
+@pytest.mark.parametrize("strategy", ["joint", "ewc", "lwf", "er_ace", "derpp"])
+def test_the_strategies_for_shared_classes_run(strategy, tmp_path, synth_data_folder):
+    results = _run(SYNTH, tmp_path, synth_data_folder, f"--strategy={strategy}", "--number_of_epochs=1",
+                   "--train_folds=[1,2]", "--memory_size=16")
+    matrix = _matrix(results)
+    assert matrix.shape == ((1, 1) if strategy == "joint" else (2, 2)), matrix
+    assert np.isfinite(np.diag(matrix)).all()
+    assert all(t["classes"] == [1, 2, 3, 9] for t in results["per_task"])
+    if strategy == "joint":  # one task of both domains
+        assert results["per_task"][0]["n_train"] == 2 * 4 * 2 * 8
