@@ -127,7 +127,9 @@ def test_domain_batchnorm_sets_switch_and_copy():
 
 @pytest.mark.parametrize("name", ["sup_train_domain", "dcase_domain"])
 def test_the_tau22_domain_yamls_run_on_a_miniature_with_every_device(name, tmp_path):
-    folder = miniatures.make_tau22(str(tmp_path / "tau22"), None, train_clips_per_class=18, test_clips_per_class=9)
+    # Generated test rows (every device per scene), also where the real metadata is at hand.
+    folder = miniatures.make_tau22(str(tmp_path / "tau22"), str(tmp_path / "no_shared_data"), train_clips_per_class=18,
+                                   test_clips_per_class=9)
     argv = [os.path.join(REPO_ROOT, f"hparams/tau22/{name}.yaml"), f"--data_folder={folder}",
             f"--output_base={tmp_path}", "--task_classes=[[0,1,2,3]]", "--number_of_epochs=1",
             "--encoder_channels=[8,16]", "--emb_dim=32", "--n_mels=32", "--warmup_epochs=0",
@@ -141,6 +143,22 @@ def test_the_tau22_domain_yamls_run_on_a_miniature_with_every_device(name, tmp_p
     assert devices == [{"a"}, {"b", "c"}, {"s1", "s2", "s3"}]
     if name == "dcase_domain":
         assert len(results["per_task"][2]["domain_selection"]["accuracy_oracle"]) == 3
+
+
+def test_the_tau19_domain_yaml_runs_on_a_miniature_with_every_city(tmp_path):
+    # Generated rows (every city per scene), also where the real metadata is at hand (sorted: one city first).
+    folder = miniatures.make_tau19(str(tmp_path / "tau19"), str(tmp_path / "no_shared_data"), clips_per_class=10)
+    argv = [os.path.join(REPO_ROOT, "hparams/tau19/sup_train_domain.yaml"), f"--data_folder={folder}",
+            f"--output_base={tmp_path}", "--task_classes=[[0,1,2]]", "--number_of_epochs=1", "--train_duration=0.5",
+            "--encoder_channels=[8,16]", "--emb_dim=32", "--n_mels=32", "--warmup_epochs=0",
+            "--train_dataloader_opts={batch_size: 4, shuffle: True, num_workers: 0}",
+            "--eval_dataloader_opts={batch_size: 4, num_workers: 0}", "--noprogressbar"]
+    results = run_recipe("sup_train", argv)
+    assert len(results["accuracy_matrix"]) == 3 and not results["partial"]
+    save = tmp_path / "sup_train_domain_replay0" / "1986" / "save"
+    cities = [{r["domain"] for r in read_manifest(str(save / f"test_task{k}.csv"))} for k in range(3)]
+    assert cities == [{"barcelona", "helsinki", "lisbon"}, {"london", "lyon", "milan"},
+                      {"paris", "prague", "stockholm", "vienna"}]
 
 
 @pytest.mark.parametrize("strategy", ["icarl", "wa", "bic", "gdumb"])
