@@ -20,7 +20,7 @@ import torch
 
 import speechbrain as sb
 
-from soundcl.base.contract import REQUIRED, ConfigError
+from soundcl.base.contract import ConfigError
 from soundcl.core.brains import UNSEEN_LOGIT, SupervisedBrain
 from soundcl.models.domain_bn import (convert_batchnorm, copy_domain, domain_batchnorms, domain_parameters, pick,
                                       select_by_entropy, set_domain)
@@ -30,7 +30,8 @@ SHARED_MODES = ("frozen", "trained")
 
 
 class DomainBNBrain(SupervisedBrain):
-    HPARAMS = {"task_domains": REQUIRED, "domain_bn_shared": "frozen", "recalibrate_bn_clips": 0}
+    # task_domains: declared by the strategies (null: class-incremental, refused for this one).
+    HPARAMS = {"domain_bn_shared": "frozen", "recalibrate_bn_clips": 0}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

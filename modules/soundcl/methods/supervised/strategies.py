@@ -43,6 +43,8 @@ HPARAMS = {
     "task_domains": None,
 }
 
+#: Strategies of the domain-incremental scenario only (they need ``task_domains``).
+DOMAIN_ONLY = ("dcase_domain_bn",)
 #: Strategies that assume new classes in every task, refused with ``task_domains``: the reason.
 CLASS_INCREMENTAL_ONLY = {
     "icarl": "its nearest-mean classifier and distillation split old and new classes",
@@ -128,8 +130,8 @@ def chosen(hparams):
     if hparams["task_domains"] and name in CLASS_INCREMENTAL_ONLY:
         raise ConfigError(f"strategy={name} cannot run with task_domains (domain-incremental: every task has the "
                           f"same classes): {CLASS_INCREMENTAL_ONLY[name]}")
-    if not hparams["task_domains"] and name == "dcase_domain_bn":
-        raise ConfigError("strategy=dcase_domain_bn needs task_domains (one BatchNorm set per domain group)")
+    if not hparams["task_domains"] and name in DOMAIN_ONLY:
+        raise ConfigError(f"strategy={name} needs task_domains (one BatchNorm set per domain group)")
     if hparams["online"]:
         return online.online_strategy(STRATEGIES[name], name, hparams)
     return STRATEGIES[name]
