@@ -7,6 +7,8 @@
     python recipes/sup_train.py hparams/us8k/sup_train.yaml --data_folder=/data/UrbanSound8K
     python recipes/sup_train.py hparams/synth/replay_train.yaml --strategy=derpp --experiment_name=derpp  # BC-ResNet
     python recipes/sup_train.py hparams/synth/online_train.yaml                    # online ER: one pass, anytime curve
+    python recipes/sup_train.py hparams/synth/sup_train_domain.yaml                # domain-incremental (task_domains)
+    python recipes/sup_train.py hparams/synth/dcase_domain.yaml                    # DCASE 2026 domain-BN baseline
 
 For each task k (soundcl.core.task_loop.TaskLoop): train on the clips the strategy's
 task-data policy gives (by default task k's clips plus the memory,

@@ -7,7 +7,7 @@ import pytest
 from conftest import recipe_argv, run_recipe
 from test_hparams_matrix import matrix_workspace  # noqa: F401  (fixture: the miniatures, made once)
 from soundcl.core import config
-from soundcl.methods.supervised.strategies import STRATEGIES
+from soundcl.methods.supervised.strategies import DOMAIN_ONLY, STRATEGIES
 
 HPARAMS = "hparams/synth/sup_train.yaml"
 TWO_TASKS = "--task_classes=[[0,1],[2,3]]"
@@ -251,7 +251,8 @@ def test_icarl_distillation_is_zero_at_task_0_nme_matrix_linear_stats_and_resume
 #: Data sets with hparams/<dataset>/sup_train.yaml and replay_train.yaml (the hparams matrix's miniatures).
 DATASETS = ["us8k", "tau19", "esc50", "vgg", "cochl", "tau22", "synth"]
 #: The strategies beyond today's default (the hparams matrix runs finetune_or_replay on every YAML).
-NEW_STRATEGIES = [name for name in STRATEGIES if name != "finetune_or_replay"]
+#: The domain-incremental-only strategies run in tests/test_domain_incremental.py.
+NEW_STRATEGIES = [name for name in STRATEGIES if name not in ("finetune_or_replay", *DOMAIN_ONLY)]
 
 
 def _rotation(i):
@@ -278,7 +279,8 @@ def test_every_sup_and_replay_yaml_has_every_strategys_keys(hparams_rel):
     for name, strategy in STRATEGIES.items():
         needs = [recipe, TaskLoop, strategies, *strategy.parts]
         check_declared(preview, needs, path)  # raises on a missing key
-        assert strategies.chosen(with_defaults(dict(preview, strategy=name), needs)) is strategy
+        domains = {"task_domains": [["a"]]} if name in DOMAIN_ONLY else {}
+        assert strategies.chosen(with_defaults(dict(preview, strategy=name, **domains), needs)) is strategy
 
 
 @pytest.mark.parametrize("i", range(len(NEW_STRATEGIES)), ids=NEW_STRATEGIES)

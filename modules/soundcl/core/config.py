@@ -47,7 +47,8 @@ CHOICES = {
     "backbone": ("passt", "dsmn"),
     # soundcl.methods.supervised.strategies.STRATEGIES (recipes/sup_train.py)
     "strategy": ("finetune_or_replay", "joint", "joint_incremental", "lwf", "ewc", "er_ace", "derpp", "gdumb", "icarl",
-                 "bic", "wa", "er"),
+                 "bic", "wa", "er", "dcase_domain_bn"),
+    "domain_bn_shared": ("frozen", "trained"),  # soundcl.methods.supervised.domain_bn.SHARED_MODES
     "replay_batches": ("shuffled", "class_balanced"),  # soundcl.methods.supervised.balanced.REPLAY_BATCHES
 }
 
@@ -195,6 +196,13 @@ def validate(hparams):
             validate_task_classes([list(t) for t in hparams["task_classes"]], n_classes)
         except (ValueError, TypeError) as err:
             raise ConfigError(f"task_classes={_plain(hparams['task_classes'])} is not valid: {err}") from None
+    if hparams.get("task_domains") is not None:  # domain-incremental learning (soundcl.data.domains)
+        from soundcl.data.domains import validate_task_domains
+
+        try:
+            validate_task_domains(_plain(hparams["task_domains"]))
+        except ValueError as err:
+            raise ConfigError(f"task_domains={_plain(hparams['task_domains'])} is not valid: {err}") from None
 
     if hparams.get("mode", "replay") != "finetune" and "memory_size" in hparams and not computed:
         memory_size = hparams["memory_size"]

@@ -96,6 +96,11 @@ class ContinualBrain(sb.Brain):
         (e.g. the replay recipe's best test epoch); the default has none."""
         return {}
 
+    def test_report(self):
+        """Statistics of the last tests for the task's ``per_task`` entry in results.json (e.g. the
+        DCASE domain baseline's domain selection); the default has none."""
+        return {}
+
     def task_dir(self, task_id):
         """The folder of task ``task_id``'s checkpoints (as the task loop names it)."""
         return os.path.join(self.hparams.save_folder, self.hparams.task_dir_format.format(task_id))

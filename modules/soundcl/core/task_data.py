@@ -99,3 +99,39 @@ def replayed_validation_ids(k, memory_ids, task_rows, rng, rule="fraction"):
         if n_keep:
             kept.extend(sorted(rng.choice(valid_ids, size=n_keep, replace=False).tolist()))
     return kept
+
+
+class DomainTasks:
+    """Domain-incremental tasks (``task_domains``): every task holds every class of the run.
+
+    Wraps a strategy's task-data policy. The manifests already hold one domain group per
+    task (:mod:`soundcl.data.domains`); :meth:`regroup`, called by the task loop, gives every
+    task all the classes (those of ``task_classes``, else of every training row), so the
+    head covers them from task 0 and the "seen" classes are all of them; then the wrapped
+    policy's own ``regroup`` (joint training: one task of every domain) if it has one.
+    ``select`` is the wrapped policy's.
+    """
+
+    HPARAMS = {}
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def regroup(self, task_rows, task_classes):
+        classes = sorted({int(c) for group in task_classes for c in group}) if task_classes else sorted(
+            {int(row["class_idx"]) for rows in task_rows["train"] for row in rows})
+        groups = [list(classes) for _ in task_rows["train"]]
+        if hasattr(self.policy, "regroup"):
+            task_rows, groups = self.policy.regroup(task_rows, groups)
+        return task_rows, [sorted(set(group)) for group in groups]
+
+    def select(self, k, memory_ids, task_rows, seed):
+        return self.policy.select(k, memory_ids, task_rows, seed)
+
+    def __getattr__(self, name):  # the wrapped policy's other attributes (e.g. valid_replay)
+        if name == "policy":
+            raise AttributeError(name)
+        return getattr(self.policy, name)
+
+    def __repr__(self):
+        return f"DomainTasks({self.policy!r})"

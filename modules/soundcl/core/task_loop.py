@@ -332,7 +332,7 @@ class TaskLoop:
             "test_time_s": test_time,
             "best_valid": {key: v for key, v in best_meta.items()
                            if isinstance(v, (int, float)) and key != FINAL_CKPT_NAME},
-            **fit_report,
+            **fit_report, **brain.test_report(),
         }
 
     def _write_results(self, matrix, per_task, partial, announce=False):

@@ -15,6 +15,7 @@ import re
 from speechbrain.dataio.dataio import load_data_csv
 
 from soundcl.base.atomic import atomic_write_text
+from soundcl.data.domains import check_domains_found, task_of_row
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def task_manifest_paths(save_folder, splits, n_tasks):
     }
 
 
-def write_task_manifests(save_folder, rows_by_split, task_classes, extra_fields=()):
+def write_task_manifests(save_folder, rows_by_split, task_classes, extra_fields=(), task_domains=None):
     """Split rows by task and write one manifest per (split, task).
 
     Arguments
@@ -117,19 +118,24 @@ def write_task_manifests(save_folder, rows_by_split, task_classes, extra_fields=
         ``class_idx`` is in ``task_classes[k]``. Rows of classes in no task are dropped.
     extra_fields : sequence of str
         Extra manifest columns, passed to :func:`write_manifest`.
+    task_domains : list of list of str, optional
+        Domain-incremental split (:mod:`soundcl.data.domains`): task ``k`` gets the rows
+        of the classes of ``task_classes`` whose ``domain`` is in ``task_domains[k]``.
 
     Returns
     -------
     dict
         ``split -> list of manifest paths``, one per task, in task order.
     """
-    task_of_class = {int(c): task for task, classes in enumerate(task_classes) for c in classes}
-    n_tasks = len(task_classes)
+    task_of = task_of_row(task_classes, task_domains)
+    n_tasks = len(task_classes if task_domains is None else task_domains)
+    if task_domains is not None:
+        check_domains_found(rows_by_split.get("train", []), task_domains)
     paths = task_manifest_paths(save_folder, rows_by_split.keys(), n_tasks)
     for split, rows in rows_by_split.items():
         rows_by_task = [[] for _ in range(n_tasks)]
         for row in rows:
-            task = task_of_class.get(int(row["class_idx"]))
+            task = task_of(row)
             if task is not None:
                 rows_by_task[task].append(row)
         for task, task_rows in enumerate(rows_by_task):

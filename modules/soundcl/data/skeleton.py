@@ -29,6 +29,7 @@ import logging
 import os
 
 from soundcl.base.atomic import write_json_atomic
+from soundcl.data.domains import validate_task_domains
 from soundcl.data.manifest import task_manifest_paths, write_task_manifests
 from soundcl.data.marker import clear_prep_done, mark_prep_done, prep_is_current
 from soundcl.data.splits import resolve_task_classes
@@ -45,7 +46,7 @@ DATASET_INFO_FILE = "dataset_info.json"
 
 
 def write_manifests_once(name, save_folder, opts, task_classes, make_rows, log,
-                         metadata_file=None, extra_fields=(), classes=None):
+                         metadata_file=None, extra_fields=(), classes=None, task_domains=None):
     """Write the manifests of a preparation unless an earlier one is current.
 
     Arguments
@@ -73,6 +74,8 @@ def write_manifests_once(name, save_folder, opts, task_classes, make_rows, log,
         Data-set specific manifest columns.
     classes : list of str, optional
         The class names, for :data:`DATASET_INFO_FILE`.
+    task_domains : list of list of str, optional
+        Domain-incremental split (:mod:`soundcl.data.domains`; the rows need a ``domain``).
 
     Returns
     -------
@@ -80,7 +83,9 @@ def write_manifests_once(name, save_folder, opts, task_classes, make_rows, log,
         The rows written (``split -> rows``), or None when the manifests were reused.
     """
     opts = {"dataset": name, "task_classes": task_classes, **opts}
-    manifests = task_manifest_paths(save_folder, SPLITS, len(task_classes))
+    if task_domains is not None:
+        opts["task_domains"] = task_domains
+    manifests = task_manifest_paths(save_folder, SPLITS, len(task_classes if task_domains is None else task_domains))
     if prep_is_current(save_folder, opts, metadata_file=metadata_file, manifests=manifests):
         log.info("%s: reusing prepared manifests in %s", name, save_folder)
         return None
@@ -88,16 +93,17 @@ def write_manifests_once(name, save_folder, opts, task_classes, make_rows, log,
     os.makedirs(save_folder, exist_ok=True)
     clear_prep_done(save_folder)
     rows_by_split, info = make_rows()
-    write_task_manifests(save_folder, rows_by_split, task_classes, extra_fields=extra_fields)
+    write_task_manifests(save_folder, rows_by_split, task_classes, extra_fields=extra_fields, task_domains=task_domains)
     clips = {split: len(rows_by_split[split]) for split in SPLITS}
     if info is not None:
         write_json_atomic(
             os.path.join(save_folder, DATASET_INFO_FILE),
-            {"classes": list(classes), "task_classes": task_classes, "clips": clips, **info},
+            {"classes": list(classes), "task_classes": task_classes, "clips": clips, **info,
+             **({} if task_domains is None else {"task_domains": task_domains})},
         )
     mark_prep_done(save_folder, opts, metadata_file=metadata_file, manifests=manifests)
     log.info(
-        "%s: %d tasks (%s clips)", name, len(task_classes),
+        "%s: %d tasks (%s clips)", name, len(task_classes if task_domains is None else task_domains),
         ", ".join(f"{split}: {n}" for split, n in clips.items()),
     )
     return rows_by_split
@@ -140,11 +146,22 @@ def result_without_prep(save_folder, dataset_name):
             f"{dataset_name}: skip_prep=True but {info_path} cannot be read ({err}); "
             "run the preparation once without skip_prep"
         ) from None
-    n_tasks = len(info["task_classes"])
+    n_tasks = len(info.get("task_domains") or info["task_classes"])
     logger.info("%s: skip_prep=True, using manifests in %s as they are", dataset_name, save_folder)
     return {
         "classes": info["classes"],
         "n_tasks": n_tasks,
         "task_classes": info["task_classes"],
         "manifests": task_manifest_paths(save_folder, SPLITS, n_tasks),
+        **({"task_domains": info["task_domains"]} if info.get("task_domains") else {}),
     }
+
+
+def with_domains(result, task_domains, save_folder):
+    """:func:`plan_tasks`'s result for a domain-incremental split (``task_domains``, validated):
+    one task per domain group, every class of ``task_classes`` in each."""
+    if task_domains is None:
+        return result
+    task_domains = validate_task_domains(task_domains)
+    return {**result, "n_tasks": len(task_domains), "task_domains": task_domains,
+            "manifests": task_manifest_paths(save_folder, SPLITS, len(task_domains))}

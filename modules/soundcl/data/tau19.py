@@ -19,7 +19,7 @@ import os
 
 from soundcl.data.manifest import task_manifest_paths
 from soundcl.data.probe import probe_rows
-from soundcl.data.skeleton import SPLITS, write_manifests_once
+from soundcl.data.skeleton import SPLITS, with_domains, write_manifests_once
 from soundcl.data.splits import split_train_valid, validate_task_classes
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def read_metadata(data_folder):
 
 
 def prepare(data_folder, save_folder, task_classes=DEFAULT_TASK_CLASSES, valid_fraction=0.1, seed=0,
-            valid_split="location"):
+            valid_split="location", task_domains=None):
     """Write per-task train/valid/test manifests for TAU 2019 fold 1.
 
     Arguments
@@ -95,6 +95,10 @@ def prepare(data_folder, save_folder, task_classes=DEFAULT_TASK_CLASSES, valid_f
         ``location``: that held-out part of ``fold1_train`` validates; ``test`` (cssl_sound's):
         all of ``fold1_train`` trains and the test clips (``fold1_test.csv`` = the
         ``fold1_evaluate`` clips) validate, so the model selection sees the test set.
+    task_domains : list of list of str, optional
+        Domain-incremental learning (:mod:`soundcl.data.domains`): cities are the domains (the
+        ``<city>`` of ``<scene>-<city>-<location>-<segment>-a.wav``); task ``k`` holds the clips of
+        every class of ``task_classes`` recorded in ``task_domains[k]``; a ``domain`` column.
 
     Returns
     -------
@@ -104,7 +108,8 @@ def prepare(data_folder, save_folder, task_classes=DEFAULT_TASK_CLASSES, valid_f
     train_entries, test_entries, classes = read_metadata(data_folder)
     task_classes = validate_task_classes(task_classes, len(classes))
     manifests = task_manifest_paths(save_folder, SPLITS, len(task_classes))
-    result = {"classes": classes, "n_tasks": len(task_classes), "manifests": manifests}
+    result = with_domains({"classes": classes, "n_tasks": len(task_classes), "manifests": manifests},
+                          task_domains, save_folder)
     if valid_split not in VALID_SPLITS:
         raise ValueError(f"unknown valid_split {valid_split!r}: expected one of {', '.join(VALID_SPLITS)}")
     opts = {"data_folder": data_folder, "valid_fraction": valid_fraction, "seed": seed}
@@ -126,6 +131,8 @@ def prepare(data_folder, save_folder, task_classes=DEFAULT_TASK_CLASSES, valid_f
                     rows.append({"ID": os.path.splitext(os.path.basename(e["filename"]))[0], "duration": 0.0,
                                  "wav": wav, "class_idx": index[e["scene_label"]], "label": e["scene_label"],
                                  "fold": 1})
+                    if task_domains is not None:
+                        rows[-1]["domain"] = os.path.basename(e["filename"]).split("-")[1]  # the city
             return rows
 
         pool, test = rows_of(train_entries), rows_of(test_entries)
@@ -136,5 +143,6 @@ def prepare(data_folder, save_folder, task_classes=DEFAULT_TASK_CLASSES, valid_f
         return {"train": train, "valid": valid, "test": test}, None
 
     write_manifests_once("TAU-urban-acoustic-scenes-2019", save_folder, opts, task_classes, make_rows, logger,
-                         metadata_file=metadata_file)
+                         metadata_file=metadata_file, task_domains=result.get("task_domains"),
+                         extra_fields=[] if task_domains is None else ["domain"])
     return result

@@ -31,7 +31,7 @@ import os
 from soundcl.data.manifest import write_unreadable_list
 from soundcl.data.marker import file_stamps
 from soundcl.data.probe import probe_rows
-from soundcl.data.skeleton import plan_tasks, result_without_prep, write_manifests_once
+from soundcl.data.skeleton import plan_tasks, result_without_prep, with_domains, write_manifests_once
 from soundcl.data.splits import split_train_valid
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ SPLIT_SETUP_DIR = "split_setup"
 EVALUATION_SETUP_DIR = "evaluation_setup"
 FOLD_OF_SPLIT = {"train": 1, "test": 2}
 EXTRA_FIELDS = ["device"]
+#: What a domain of ``task_domains`` is (domain-incremental learning).
+DOMAIN_COLUMNS = ("device", "city")
 DEFAULT_N_TASKS = 5
 EXPECTED_LAYOUT = (
     "<data_folder>/meta.csv, <data_folder>/audio/*.wav and the split files "
@@ -54,7 +56,8 @@ EXPECTED_LAYOUT = (
 
 
 def prepare(data_folder, save_folder, task_classes=None, n_tasks=None, task_seed=1234, subset=100,
-            valid_fraction=0.1, valid_seed=1234, skip_prep=False, on_bad_audio="error"):
+            valid_fraction=0.1, valid_seed=1234, skip_prep=False, on_bad_audio="error", task_domains=None,
+            domain_column="device"):
     """Write per-task train/valid/test manifests for TAU Urban Acoustic Scenes 2022 Mobile.
 
     Arguments
@@ -69,6 +72,12 @@ def prepare(data_folder, save_folder, task_classes=None, n_tasks=None, task_seed
         Part of each scene's training clips (whole locations) held out for validation.
     valid_seed : int
         Seed of the validation split.
+    task_domains : list of list of str, optional
+        Domain-incremental learning (:mod:`soundcl.data.domains`): task ``k`` holds the clips
+        (of every class of ``task_classes``) whose domain is in ``task_domains[k]``, e.g.
+        ``[[a], [b, c], [s1, s2, s3]]``; the manifests get a ``domain`` column.
+    domain_column : str
+        What a domain is: ``device`` (``a``, ``b``, ``c``, ``s1`` .. ``s6``) or ``city``.
 
     Returns
     -------
@@ -90,6 +99,8 @@ def prepare(data_folder, save_folder, task_classes=None, n_tasks=None, task_seed
     save_folder = os.path.abspath(save_folder)
     if isinstance(subset, bool) or subset not in SUBSETS:
         raise ValueError(f"subset must be one of {SUBSETS} (percent of the training set), got {subset!r}")
+    if domain_column not in DOMAIN_COLUMNS:
+        raise ValueError(f"domain_column must be one of {DOMAIN_COLUMNS}, got {domain_column!r}")
     if skip_prep:
         return result_without_prep(save_folder, DATASET_NAME)
 
@@ -125,9 +136,11 @@ def prepare(data_folder, save_folder, task_classes=None, n_tasks=None, task_seed
             f"{len(overlap)} clips are in both {train_file} and {test_file}, e.g. {min(overlap)}"
         )
 
-    result = plan_tasks(classes, task_classes, n_tasks, task_seed, DEFAULT_N_TASKS, save_folder)
+    result = with_domains(plan_tasks(classes, task_classes, n_tasks, task_seed, DEFAULT_N_TASKS, save_folder),
+                          task_domains, save_folder)
     opts = {"data_folder": data_folder, "subset": subset, "valid_fraction": valid_fraction,
-            "valid_seed": valid_seed, "split_files": file_stamps([train_file, test_file])}
+            "valid_seed": valid_seed, "split_files": file_stamps([train_file, test_file]),
+            **({} if task_domains is None else {"domain_column": domain_column})}
 
     def make_rows():
         used_classes = {c for task in result["task_classes"] for c in task}
@@ -142,6 +155,8 @@ def prepare(data_folder, save_folder, task_classes=None, n_tasks=None, task_seed
                                  "wav": wav, "class_idx": class_idx[e["scene_label"]],
                                  "label": e["scene_label"], "fold": FOLD_OF_SPLIT[split],
                                  "device": e["device"]})
+                    if task_domains is not None:  # device, or city (identifier <city>-<loc>)
+                        rows[-1]["domain"] = e["device"] if domain_column == "device" else e["identifier"].split("-")[0]
                     location[wav] = e["identifier"]
             what = f"TAU 2022 Mobile audio files of the {split} split"
             rows_by_original[split], unreadable = probe_rows(rows, what, on_bad_audio, expected=EXPECTED_LAYOUT)
@@ -155,7 +170,8 @@ def prepare(data_folder, save_folder, task_classes=None, n_tasks=None, task_seed
         return rows_by_split, {"subset": subset, "devices": devices}
 
     write_manifests_once(DATASET_NAME, save_folder, opts, result["task_classes"], make_rows, logger,
-                         metadata_file=metadata_file, extra_fields=EXTRA_FIELDS, classes=classes)
+                         metadata_file=metadata_file, classes=classes, task_domains=result.get("task_domains"),
+                         extra_fields=EXTRA_FIELDS + ([] if task_domains is None else ["domain"]))
     return result
 
 

@@ -27,7 +27,8 @@ from soundcl.methods.supervised.lwf import LwFBrain
 from soundcl.methods.supervised.wa import WABrain
 from soundcl.methods.supervised import online
 from soundcl.methods.supervised.online import OnlineDerpp, OnlineERACE, OnlineTraining
-from soundcl.core.task_data import CurrentTaskWithMemory
+from soundcl.core.task_data import CurrentTaskWithMemory, DomainTasks
+from soundcl.methods.supervised.domain_bn import DomainBNBrain
 
 #: What this module reads.
 HPARAMS = {
@@ -37,6 +38,19 @@ HPARAMS = {
     # True: online continual learning, one pass over the stream, the memory updated per batch
     # (er, er_ace, derpp; soundcl.methods.supervised.online, hparams/<dataset>/online_train.yaml).
     "online": False,
+    # Domain-incremental learning: task k is the clips of the domains task_domains[k], every class in
+    # every task (soundcl.data.domains, soundcl.core.task_data.DomainTasks); null: class-incremental.
+    "task_domains": None,
+}
+
+#: Strategies of the domain-incremental scenario only (they need ``task_domains``).
+DOMAIN_ONLY = ("dcase_domain_bn",)
+#: Strategies that assume new classes in every task, refused with ``task_domains``: the reason.
+CLASS_INCREMENTAL_ONLY = {
+    "icarl": "its nearest-mean classifier and distillation split old and new classes",
+    "bic": "its bias correction rescales the new classes' logits",
+    "wa": "it aligns the new classes' head weights to the old ones'",
+    "gdumb": "its class-balanced memory, full after the first domain, takes no clip of a later one",
 }
 
 
@@ -49,7 +63,8 @@ class Strategy(NamedTuple):
     def task_data_policy(self, hparams):
         """The task-data policy, built from the hparams when it reads some (``from_hparams``)."""
         build = getattr(self.task_data, "from_hparams", None)
-        return build(hparams) if build is not None else self.task_data()
+        policy = build(hparams) if build is not None else self.task_data()
+        return DomainTasks(policy) if hparams["task_domains"] else policy
 
     def brain_class(self, hparams):
         """The Brain to build: with an early-stopping epoch counter (``patience`` of the replay
@@ -98,6 +113,9 @@ STRATEGIES = {
     # Experience replay (Chaudhry et al. 2019): cross-entropy over current and memory clips alike;
     # fixed-size memory (memory_size, mem_manage). The online strategies: er, er_ace, derpp (online: True).
     "er": Strategy(SupervisedBrain, CurrentTaskWithMemory, FixedSizeReplayMemory, online=OnlineTraining),
+    # Domain-incremental only (task_domains): the DCASE 2026 baseline, one BatchNorm set per domain over
+    # shared weights, the set of lowest prediction entropy at test (soundcl.methods.supervised.domain_bn).
+    "dcase_domain_bn": Strategy(DomainBNBrain, CurrentTaskWithMemory, PerTaskRandom),
 }
 
 
@@ -109,6 +127,11 @@ def chosen(hparams):
     if hparams["cross_validate"]:
         raise ConfigError("cross_validate=True is not supported by recipes/sup_train.py (one split per run): "
                           "set cross_validate=False, or run recipes/replay_train.py")
+    if hparams["task_domains"] and name in CLASS_INCREMENTAL_ONLY:
+        raise ConfigError(f"strategy={name} cannot run with task_domains (domain-incremental: every task has the "
+                          f"same classes): {CLASS_INCREMENTAL_ONLY[name]}")
+    if not hparams["task_domains"] and name in DOMAIN_ONLY:
+        raise ConfigError(f"strategy={name} needs task_domains (one BatchNorm set per domain group)")
     if hparams["online"]:
         return online.online_strategy(STRATEGIES[name], name, hparams)
     return STRATEGIES[name]
