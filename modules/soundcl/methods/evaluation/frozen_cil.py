@@ -35,7 +35,7 @@ from soundcl.core.task_data import TaskData
 from soundcl.methods.evaluation.embedding_cache import EMBEDDINGS_FILE
 from soundcl.methods.evaluation.encoder_checkpoints import encoder_tasks_found, load_encoder
 from soundcl.methods.evaluation.frozen_heads import NCMHead, RanPACHead, select_ridge
-from soundcl.methods.evaluation.linear_eval import LinearEvalBrain
+from soundcl.methods.evaluation.linear_eval import ScoringEvalBrain
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class CurrentTaskOnly:
         return "CurrentTaskOnly()"
 
 
-class FrozenHeadBrain(LinearEvalBrain):
+class FrozenHeadBrain(ScoringEvalBrain):
     """A closed-form classifier on one frozen encoder; subclasses say how a task updates it.
 
     Subclasses implement ``new_head(dim)`` and ``update_head(k, emb, labels)`` (returning what
@@ -166,13 +166,6 @@ class FrozenHeadBrain(LinearEvalBrain):
             scores = scores.masked_fill(~self.seen_mask(scores.device), UNSEEN_LOGIT)
         return scores
 
-    def compute_objectives(self, scores, batch, stage):
-        targets = torch.as_tensor(batch.class_idx, dtype=torch.long, device=scores.device)
-        self.record_predictions(scores, targets)
-        return torch.zeros((), device=scores.device)
-
-    def on_stage_end(self, stage, stage_loss, epoch=None):
-        self.last_stage_stats = {"acc": self.stage_accuracy()}
 
 
 class NCMBrain(FrozenHeadBrain):

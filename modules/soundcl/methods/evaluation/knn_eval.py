@@ -13,13 +13,13 @@ import speechbrain as sb
 from soundcl.base.contract import REQUIRED
 from soundcl.base.randomness import derive_seed
 from soundcl.methods.evaluation.knn import knn_scores
-from soundcl.methods.evaluation.linear_eval import BALANCED_SAMPLING_TYPES, LinearEvalBrain
+from soundcl.methods.evaluation.linear_eval import BALANCED_SAMPLING_TYPES, ScoringEvalBrain
 
 #: The kNN bank of buffer / subset (``knn_bank_balance``): a class-balanced resample (cssl_sound) or each clip once.
 KNN_BANK_BALANCES = ("resample", "none")
 
 
-class KnnEvalBrain(LinearEvalBrain):
+class KnnEvalBrain(ScoringEvalBrain):
     """Training-free evaluation: cosine k-nearest-neighbour vote over the training embeddings.
 
     "Fitting" stores
@@ -77,10 +77,3 @@ class KnnEvalBrain(LinearEvalBrain):
             temperature=self.hparams.knn_temperature, rule=self.hparams.knn_rule,
         )
 
-    def compute_objectives(self, scores, batch, stage):
-        targets = torch.as_tensor(batch.class_idx, dtype=torch.long, device=scores.device)
-        self.record_predictions(scores, targets)
-        return torch.zeros((), device=scores.device)
-
-    def on_stage_end(self, stage, stage_loss, epoch=None):
-        self.last_stage_stats = {"acc": self.stage_accuracy()}

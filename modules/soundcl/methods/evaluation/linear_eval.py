@@ -385,3 +385,18 @@ class LinearEvalBrain(ClassifierStages, ContinualBrain):
             logits = logits.masked_fill(~self.seen_mask(logits.device), UNSEEN_LOGIT)
         return logits, None, 1.0
 
+
+class ScoringEvalBrain(LinearEvalBrain):
+    """A :class:`LinearEvalBrain` whose scores come from a rule, not a trained layer (kNN, NCM, RanPAC).
+
+    ``compute_forward`` gives the scores [batch, n_classes]; the loss is a constant zero (nothing
+    is trained by gradient), the accuracy is recorded as in linear evaluation.
+    """
+
+    def compute_objectives(self, scores, batch, stage):
+        targets = torch.as_tensor(batch.class_idx, dtype=torch.long, device=scores.device)
+        self.record_predictions(scores, targets)
+        return torch.zeros((), device=scores.device)
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        self.last_stage_stats = {"acc": self.stage_accuracy()}
