@@ -1,5 +1,6 @@
 """The recipe contract: what a method needs is declared, checked at start, and a rerun
 into an existing output folder resumes only the same run."""
+import json
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import pytest
 
 from conftest import REPO_ROOT, recipe_argv, run_recipe
 from soundcl.core.brains import SupervisedBrain
+from soundcl.core.recipe import KEYS_ADDED_LATER
 from soundcl.base.contract import REQUIRED, ConfigError, check_declared, declared_hparams
 from soundcl.methods.evaluation.knn_eval import KnnEvalBrain
 from soundcl.methods.evaluation.linear_eval import LinearEvalSets
@@ -89,6 +91,14 @@ def test_a_rerun_with_other_hparams_stops_naming_them_and_the_same_command_resum
     assert first["partial"] and first["finished_tasks"] == 1
     with pytest.raises(SystemExit, match=r"other hparams: batch_size \(16 -> 8\)"):
         run_recipe("sup_train", [a for a in argv if not a.startswith("--batch_size")] + ["--batch_size=8"])
+    # A run folder of an older soundcl lacks the keys added since: at the values that compute what it
+    # computed, it resumes; at another value it refuses, naming the key.
+    config_path = next(tmp_path.rglob("run_config.json"))
+    config = json.loads(config_path.read_text())
+    assert {key: config[key] for key in KEYS_ADDED_LATER} == KEYS_ADDED_LATER
+    config_path.write_text(json.dumps({k: v for k, v in config.items() if k not in KEYS_ADDED_LATER}))
+    with pytest.raises(SystemExit, match=r"other hparams: eval_future_tasks \(absent -> false\)"):
+        run_recipe("sup_train", argv + ["--eval_future_tasks=False"])
     # stop_after_task may change: the same run goes on.
     resumed = run_recipe("sup_train", [a for a in argv if not a.startswith("--stop_after_task")])
     assert not resumed["partial"] and resumed["accuracy_matrix"][0][0] == first["accuracy_matrix"][0][0]

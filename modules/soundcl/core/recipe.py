@@ -55,6 +55,10 @@ HPARAMS = {
 RUN_CONFIG_FILE = "run_config.json"
 #: Keys that may change between the runs of one output folder (they do not change what is computed).
 RESUMABLE_CHANGES = ("stop_after_task", "ckpt_interval_minutes", "audio_cache", "num_workers", "use_tensorboard")
+#: Keys that later versions of soundcl added, with the value (as :func:`run_description` writes it)
+#: that computes what a run made before the key existed computed: an older run folder, whose
+#: run_config.json lacks the key, resumes with that value instead of refusing to.
+KEYS_ADDED_LATER = {"online": "false", "task_domains": "null", "eval_future_tasks": "true"}
 
 
 def check_config(hparams_file, overrides, needs):
@@ -125,6 +129,9 @@ def create_experiment_directory(hparams, hparams_file, overrides, preview):
     if os.path.exists(path):
         with open(path, encoding="utf-8") as fin:
             before = json.load(fin)
+        for key, value in KEYS_ADDED_LATER.items():
+            if key not in before and current.get(key) == value:
+                before[key] = value
         differing = sorted(key for key in set(before) | set(current) if before.get(key) != current.get(key))
         if differing:
             shown = ", ".join(f"{key} ({_short(before.get(key))} -> {_short(current.get(key))})" for key in differing)
