@@ -119,6 +119,15 @@ def test_resume_after_a_finished_task_gives_the_same_matrix(finetune_and_replay,
     assert resumed["FWT"] == finetune["FWT"] and resumed["task_il"] == finetune["task_il"]
 
 
+def test_forward_transfer_tests_do_not_change_what_is_trained(finetune_and_replay, synth_data_folder):
+    # An older run folder (no eval_future_tasks) resumes with the key at True (core.recipe.KEYS_ADDED_LATER):
+    # that is right only if the extra tests leave training exactly as it was.
+    base, finetune, _ = finetune_and_replay
+    without = _run(base, synth_data_folder, "--replay_num_keep=0", "--experiment_name=no_fwt", "--eval_future_tasks=False")
+    np.testing.assert_array_equal(_matrix(without), _matrix(finetune))
+    assert without["FWT"] is None and finetune["FWT"] is not None
+
+
 def _checkpoint_files(folder):
     """{path: (size, mtime_ns)} of every file under ``folder``."""
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
