@@ -18,6 +18,7 @@ from soundcl.core.task_data import CurrentTaskWithMemory, DomainTasks
 from soundcl.data import synthetic_domains
 from soundcl.data.domains import validate_task_domains
 from soundcl.data.manifest import read_manifest
+from soundcl.inference import ContinualClassifier
 from soundcl.methods.supervised.joint import JointTraining
 from soundcl.models.domain_bn import (DomainBatchNorm, convert_batchnorm, copy_domain, prediction_entropy,
                                       select_by_entropy, set_domain)
@@ -98,6 +99,14 @@ def test_the_dcase_baseline_reports_domain_selection_and_oracle_accuracy(tmp_pat
     assert [sum(counts) for counts in last["chosen_sets"]] == [32, 32]  # every test clip chose a set
     for j, counts in enumerate(last["chosen_sets"]):  # selection accuracy: the clips of domain j that chose set j
         assert last["selection_accuracy"][j] == pytest.approx(counts[j] / 32)
+    # A finished run classifies new clips as its test loop did, BatchNorm set chosen per clip.
+    run_folder = next(tmp_path.rglob("inference.yaml")).parent
+    classifier = ContinualClassifier.from_hparams(source=str(run_folder))
+    for j in range(2):
+        rows = read_manifest(os.path.join(run_folder, "save", f"test_task{j}.csv"))
+        predicted = classifier.classify_files([row["wav"] for row in rows]).class_idx
+        accuracy = sum(p == row["class_idx"] for p, row in zip(predicted, rows)) / len(rows)
+        assert accuracy == pytest.approx(matrix[1, j], abs=1e-6), (j, accuracy)
     # Not asserted: oracle >= selected. With frozen convolutions the radio domain's own set is weak (the
     # mirrored spectrum needs other filters), and the studio set, chosen for many radio clips, can score
     # better (seed 1: selected 75.0 %, oracle 67.2 % over the domains; docs/protocols.md).

@@ -187,8 +187,11 @@ def build_brain(run_folder, info, task, run_opts=None, hparams=None):
     """
     brain_class = import_object(info["brain"])
     # Brains whose test scores need the training clips (kNN banks, class means) are not served.
+    # A Brain whose TEST-stage compute_forward gives its scores by itself (its overrides only report
+    # more) says so with SCORES_IN_COMPUTE_FORWARD (e.g. the DCASE baseline's domain selection).
     unsupported = [name for name in ("before_testing", "evaluate_accuracy")
-                   if getattr(brain_class, name) is not getattr(ContinualBrain, name)]
+                   if getattr(brain_class, name) is not getattr(ContinualBrain, name)
+                   and not getattr(brain_class, "SCORES_IN_COMPUTE_FORWARD", False)]
     unsupported += ["kNN bank" for klass in brain_class.__mro__ if klass.__name__ == "KnnEvalBrain"]
     unsupported += ["class statistics (not checkpointed)" for klass in brain_class.__mro__
                     if klass.__name__ == "FrozenHeadBrain"]  # NCM / RanPAC (soundcl.methods.evaluation.frozen_cil)

@@ -32,6 +32,9 @@ SHARED_MODES = ("frozen", "trained")
 class DomainBNBrain(SupervisedBrain):
     # task_domains: declared by the strategies (null: class-incremental, refused for this one).
     HPARAMS = {"domain_bn_shared": "frozen", "recalibrate_bn_clips": 0}
+    #: The TEST-stage compute_forward selects the BatchNorm set per clip (minimum entropy) and gives
+    #: the scores; evaluate_accuracy only adds the selection report: soundcl.inference serves it.
+    SCORES_IN_COMPUTE_FORWARD = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
